@@ -1,0 +1,3 @@
+from hacontrol.cli import main
+
+main()

@@ -1,0 +1,114 @@
+"""Immutable data shared by the probe, the decision core and the actions.
+
+Everything here is plain data: no I/O, no clocks. Times are seconds on the
+controller's monotonic clock (``time.monotonic()``), LSNs are integers (bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """What a node said it is on its last successful probe."""
+
+    PRIMARY = "primary"
+    REPLICA = "replica"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """One configured node."""
+
+    name: str
+    dsn: str
+    priority: int = 100
+    replication_dsn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WalReceiver:
+    """A replica's ``pg_stat_wal_receiver`` row."""
+
+    status: str
+    sender_host: str | None
+    sender_port: int | None
+    # Seconds since the replica last heard anything (WAL or keepalive) from its
+    # upstream, measured on the replica's clock: now() - last_msg_receipt_time.
+    last_msg_age_s: float | None
+    received_tli: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationClient:
+    """One ``pg_stat_replication`` row on a primary."""
+
+    application_name: str
+    client_addr: str | None
+    state: str
+    sync_state: str
+    sent_lsn: int | None
+    flush_lsn: int | None
+    replay_lsn: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """The result of one probe of one node."""
+
+    node: str
+    at: float
+    reachable: bool
+    error: str | None = None
+    role: Role = Role.UNKNOWN
+    timeline: int | None = None
+    # Primary: pg_current_wal_lsn(). Replica: None.
+    current_lsn: int | None = None
+    # Replica: pg_last_wal_receive_lsn() / pg_last_wal_replay_lsn().
+    receive_lsn: int | None = None
+    replay_lsn: int | None = None
+    # Replica: seconds since the last replayed transaction's commit time.
+    replay_lag_s: float | None = None
+    read_only: bool | None = None
+    wal_receiver: WalReceiver | None = None
+    replication: tuple[ReplicationClient, ...] = ()
+    system_identifier: int | None = None
+    latency_s: float | None = None
+
+    @property
+    def wal_position(self) -> int | None:
+        """The furthest WAL this node holds: current LSN on a primary, received
+        (or, failing that, replayed) LSN on a replica."""
+        if self.role is Role.PRIMARY:
+            return self.current_lsn
+        candidates = [x for x in (self.receive_lsn, self.replay_lsn) if x is not None]
+        return max(candidates) if candidates else None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """One probe round: the latest observation of every configured node."""
+
+    at: float
+    observations: dict[str, Observation] = field(default_factory=dict)
+
+    def get(self, node: str) -> Observation | None:
+        """The observation of ``node``, if it was probed this round."""
+        return self.observations.get(node)
+
+
+def format_lsn(lsn: int | None) -> str:
+    """Render an integer LSN the way PostgreSQL prints it (``16/B374D848``)."""
+    if lsn is None:
+        return "-"
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str | None) -> int | None:
+    """Parse PostgreSQL's ``X/Y`` LSN text into an integer."""
+    if text is None:
+        return None
+    hi, _, lo = text.partition("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
