@@ -10,6 +10,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 
+class FailoverMode(StrEnum):
+    """How much the controller may do on its own."""
+
+    AUTOMATIC = "automatic"  # fails over (and, if enabled, fails back) by itself
+    SEMI_AUTOMATIC = "semi-automatic"  # fails over by itself, never fails back on its own
+    MANUAL = "manual"  # detects and alerts, waits for an operator
+
+
 class Role(StrEnum):
     """What a node said it is on its last successful probe."""
 
@@ -112,3 +120,31 @@ def parse_lsn(text: str | None) -> int | None:
         return None
     hi, _, lo = text.partition("/")
     return (int(hi, 16) << 32) | int(lo, 16)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionSettings:
+    """Everything the pure decision core needs to know about configuration."""
+
+    mode: FailoverMode = FailoverMode.AUTOMATIC
+    # How often every node is probed.
+    probe_interval_s: float = 0.2
+    # A primary is failed only after this many consecutive failed probes ...
+    failure_threshold: int = 3
+    # ... that span at least this long (first failure to latest failure).
+    detection_window_s: float = 0.5
+    # A reachable replica confirms it lost the primary when its WAL receiver is
+    # not streaming, or when it has heard nothing from its upstream for longer
+    # than this (covers a hung primary whose TCP connections stay open).
+    replica_silence_s: float = 3.0
+    # A node that failed must pass this many consecutive healthy probes before
+    # it counts as healthy again.
+    recovery_threshold: int = 3
+    # A replica further behind the most advanced candidate than this is never
+    # promoted automatically.
+    max_lag_bytes: int = 16 * 1024 * 1024
+    # Minimum time between two automatic failovers.
+    cooldown_s: float = 300.0
+    # Fail back to the highest-priority node once it is healthy again (automatic mode only).
+    failback: bool = False
+    failback_delay_s: float = 300.0
