@@ -145,6 +145,10 @@ class DecisionSettings:
     max_lag_bytes: int = 16 * 1024 * 1024
     # Minimum time between two automatic failovers.
     cooldown_s: float = 300.0
+    # A promotion not observed to complete within this long is abandoned.
+    promote_timeout_s: float = 30.0
+    # At most one repoint of the same replica within this long.
+    repoint_retry_s: float = 5.0
     # Fail back to the highest-priority node once it is healthy again (automatic mode only).
     failback: bool = False
     failback_delay_s: float = 300.0
