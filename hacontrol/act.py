@@ -1,0 +1,184 @@
+"""Carrying out actions on nodes over SQL. Each step is idempotent or guarded.
+
+Nothing here decides anything: the decision core says what to do and why,
+these functions do it and report what happened.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import asyncpg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from hacontrol.model import NodeSpec
+from hacontrol.pgconn import connect, endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one action did: ok or not, a one-line detail, and how long it took."""
+
+    ok: bool
+    detail: str
+    duration_s: float = 0.0
+    # True when the step found nothing to do (already done earlier).
+    noop: bool = False
+
+
+def _error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def promote(spec: NodeSpec, *, connect_timeout: float, wait_s: float) -> StepResult:
+    """Promote ``spec``'s node, guarded: re-read its role first, never promote twice.
+
+    Verifies afterwards that the node accepts writes, and reports its new timeline.
+    Never retried by the caller: pg_promote is not idempotent across a crash.
+    """
+    started = time.monotonic()
+    try:
+        conn = await connect(spec.dsn, connect_timeout, statement_timeout=wait_s + connect_timeout)
+    except Exception as exc:
+        return StepResult(False, f"cannot connect: {_error(exc)}", time.monotonic() - started)
+    try:
+        in_recovery = await conn.fetchval("SELECT pg_is_in_recovery()")
+        if not in_recovery:
+            return StepResult(True, "already a primary", time.monotonic() - started, noop=True)
+        promoted = await conn.fetchval(
+            "SELECT pg_promote(true, $1::int)", max(1, round(wait_s))
+        )
+        if not promoted:
+            return StepResult(
+                False, f"pg_promote did not finish within {wait_s:g} s", time.monotonic() - started
+            )
+        row = await conn.fetchrow(
+            "SELECT pg_is_in_recovery() AS r, current_setting('transaction_read_only') AS ro,"
+            " ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli"
+        )
+        if row["r"]:
+            elapsed = time.monotonic() - started
+            return StepResult(False, "still in recovery after pg_promote", elapsed)
+        return StepResult(True, f"promoted; timeline {row['tli']}", time.monotonic() - started)
+    except Exception as exc:
+        return StepResult(False, _error(exc), time.monotonic() - started)
+    finally:
+        conn.terminate()
+
+
+def standby_conninfo(primary: NodeSpec, replica_name: str) -> str:
+    """primary_conninfo for a replica of ``primary``: its replication DSN, else its DSN
+    without dbname, with the replica's name as application_name."""
+    base = primary.replication_dsn or primary.dsn
+    params = {k: v for k, v in conninfo_to_dict(base).items() if k != "dbname"}
+    params["application_name"] = replica_name
+    return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+
+
+async def repoint(
+    replica: NodeSpec, primary: NodeSpec, *, connect_timeout: float
+) -> StepResult:
+    """Make ``replica`` stream from ``primary`` (ALTER SYSTEM primary_conninfo + reload).
+
+    PostgreSQL >= 13 restarts the WAL receiver on reload; recovery_target_timeline
+    'latest' (the default) makes it follow the new timeline.
+    """
+    started = time.monotonic()
+    conninfo = standby_conninfo(primary, replica.name)
+    try:
+        conn = await connect(replica.dsn, connect_timeout)
+    except Exception as exc:
+        return StepResult(False, f"cannot connect: {_error(exc)}", time.monotonic() - started)
+    try:
+        if not await conn.fetchval("SELECT pg_is_in_recovery()"):
+            return StepResult(False, "node is a primary, not a replica", time.monotonic() - started)
+        current = await conn.fetchval("SELECT current_setting('primary_conninfo')")
+        if current == conninfo:
+            # Same target already: just make the receiver retry now.
+            await conn.execute("SELECT pg_reload_conf()")
+            return StepResult(True, "already pointed there", time.monotonic() - started, noop=True)
+        await conn.execute(f"ALTER SYSTEM SET primary_conninfo = {_literal(conninfo)}")
+        await conn.execute("SELECT pg_reload_conf()")
+        host, port = endpoint(conninfo)
+        return StepResult(True, f"primary_conninfo -> {host}:{port}", time.monotonic() - started)
+    except Exception as exc:
+        return StepResult(False, _error(exc), time.monotonic() - started)
+    finally:
+        conn.terminate()
+
+
+async def fence(spec: NodeSpec, *, connect_timeout: float) -> StepResult:
+    """Stop a node from taking writes: default_transaction_read_only=on, reload, and
+    terminate client sessions so no open session keeps writing.
+
+    libpq clients with target_session_attrs=read-write skip it from then on
+    (PostgreSQL >= 14 reports default_transaction_read_only at connect).
+    """
+    started = time.monotonic()
+    try:
+        conn = await connect(spec.dsn, connect_timeout)
+    except Exception as exc:
+        return StepResult(False, f"cannot connect: {_error(exc)}", time.monotonic() - started)
+    try:
+        await conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        await conn.execute("SELECT pg_reload_conf()")
+        terminated = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            " AND coalesce(application_name, '') NOT LIKE 'hacontrol%'"
+        )
+        return StepResult(
+            True, f"read-only; {terminated} client session(s) ended", time.monotonic() - started
+        )
+    except Exception as exc:
+        return StepResult(False, _error(exc), time.monotonic() - started)
+    finally:
+        conn.terminate()
+
+
+async def unfence(spec: NodeSpec, *, connect_timeout: float) -> StepResult:
+    """Undo :func:`fence` (used when a switchover is rolled back or a node rejoined)."""
+    started = time.monotonic()
+    try:
+        conn = await connect(spec.dsn, connect_timeout)
+    except Exception as exc:
+        return StepResult(False, f"cannot connect: {_error(exc)}", time.monotonic() - started)
+    try:
+        await conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        await conn.execute("SELECT pg_reload_conf()")
+        return StepResult(True, "writable again", time.monotonic() - started)
+    except Exception as exc:
+        return StepResult(False, _error(exc), time.monotonic() - started)
+    finally:
+        conn.terminate()
+
+
+async def ensure_settings(
+    spec: NodeSpec, wanted_ms: dict[str, int], seen_ms: dict[str, int], *, connect_timeout: float
+) -> StepResult:
+    """Apply managed server settings (ALTER SYSTEM + reload) where they differ."""
+    started = time.monotonic()
+    changes = {k: v for k, v in wanted_ms.items() if seen_ms.get(k) != v}
+    if not changes:
+        return StepResult(True, "settings already in place", 0.0, noop=True)
+    try:
+        conn = await connect(spec.dsn, connect_timeout)
+    except Exception as exc:
+        return StepResult(False, f"cannot connect: {_error(exc)}", time.monotonic() - started)
+    try:
+        for name, value in sorted(changes.items()):
+            await conn.execute(f"ALTER SYSTEM SET {name} = {int(value)}")
+        await conn.execute("SELECT pg_reload_conf()")
+        text = ", ".join(f"{k}={v}ms" for k, v in sorted(changes.items()))
+        return StepResult(True, f"set {text}", time.monotonic() - started)
+    except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
+        return StepResult(False, _error(exc), time.monotonic() - started)
+    finally:
+        conn.terminate()
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal (ALTER SYSTEM takes no bind parameters)."""
+    return "'" + text.replace("'", "''") + "'"

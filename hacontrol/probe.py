@@ -1,0 +1,182 @@
+"""Probing one PostgreSQL node: one round trip that yields an Observation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from hacontrol.model import NodeSpec, Observation, ReplicationClient, Role, WalReceiver, parse_lsn
+from hacontrol.pgconn import connect
+
+# Everything in one statement: one round trip per probe, and a consistent
+# snapshot. CASE keeps primary-only functions from running on a replica.
+PROBE_SQL = """
+SELECT
+  pg_is_in_recovery() AS in_recovery,
+  current_setting('default_transaction_read_only') = 'on' AS read_only,
+  CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_lsn()::text END AS current_lsn,
+  CASE WHEN NOT pg_is_in_recovery()
+       THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END
+       AS primary_tli,
+  pg_last_wal_receive_lsn()::text AS receive_lsn,
+  pg_last_wal_replay_lsn()::text AS replay_lsn,
+  CASE WHEN pg_is_in_recovery()
+       THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END
+       AS replay_lag_s,
+  (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_tli,
+  (SELECT system_identifier FROM pg_control_system()) AS system_identifier,
+  (SELECT json_build_object(
+      'status', status, 'sender_host', sender_host, 'sender_port', sender_port,
+      'received_tli', received_tli,
+      'last_msg_age_s', extract(epoch FROM clock_timestamp() - last_msg_receipt_time)::float8)
+     FROM pg_stat_wal_receiver LIMIT 1) AS wal_receiver,
+  (SELECT coalesce(json_agg(json_build_object(
+      'application_name', application_name, 'client_addr', client_addr::text,
+      'state', state, 'sync_state', sync_state, 'sent_lsn', sent_lsn::text,
+      'flush_lsn', flush_lsn::text, 'replay_lsn', replay_lsn::text)), '[]'::json)
+     FROM pg_stat_replication) AS replication,
+  (SELECT setting FROM pg_settings WHERE name = 'wal_receiver_timeout')::int
+       AS wal_receiver_timeout_ms,
+  (SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout')::int
+       AS wal_sender_timeout_ms
+"""
+
+# A transactional logical message: it commits, so replicas' last replayed
+# commit time and their last-message time stay fresh on an idle primary.
+HEARTBEAT_SQL = "SELECT pg_logical_emit_message(true, 'hacontrol', 'heartbeat')"
+
+
+def _short_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def observation_from_row(node: str, at: float, latency: float, row: Any) -> Observation:
+    """Turn the probe query's row into an Observation (pure; tested without a database)."""
+    in_recovery = bool(row["in_recovery"])
+    receiver: WalReceiver | None = None
+    raw_receiver = row["wal_receiver"]
+    if raw_receiver is not None:
+        data = json.loads(raw_receiver) if isinstance(raw_receiver, str) else raw_receiver
+        receiver = WalReceiver(
+            status=str(data.get("status")),
+            sender_host=data.get("sender_host"),
+            sender_port=data.get("sender_port"),
+            last_msg_age_s=data.get("last_msg_age_s"),
+            received_tli=data.get("received_tli"),
+        )
+    raw_replication = row["replication"]
+    rows = json.loads(raw_replication) if isinstance(raw_replication, str) else raw_replication
+    replication = tuple(
+        ReplicationClient(
+            application_name=r.get("application_name") or "",
+            client_addr=r.get("client_addr"),
+            state=r.get("state") or "",
+            sync_state=r.get("sync_state") or "",
+            sent_lsn=parse_lsn(r.get("sent_lsn")),
+            flush_lsn=parse_lsn(r.get("flush_lsn")),
+            replay_lsn=parse_lsn(r.get("replay_lsn")),
+        )
+        for r in rows or ()
+    )
+    if in_recovery:
+        timeline = (receiver.received_tli if receiver and receiver.received_tli else None) or row[
+            "checkpoint_tli"
+        ]
+    else:
+        timeline = row["primary_tli"]
+    return Observation(
+        node=node,
+        at=at,
+        reachable=True,
+        role=Role.REPLICA if in_recovery else Role.PRIMARY,
+        timeline=int(timeline) if timeline is not None else None,
+        current_lsn=parse_lsn(row["current_lsn"]),
+        receive_lsn=parse_lsn(row["receive_lsn"]),
+        replay_lsn=parse_lsn(row["replay_lsn"]),
+        replay_lag_s=row["replay_lag_s"],
+        read_only=bool(row["read_only"]),
+        wal_receiver=receiver,
+        replication=replication,
+        system_identifier=int(row["system_identifier"]),
+        latency_s=latency,
+    )
+
+
+class NodeProber:
+    """Probes one node over a persistent connection, re-opened after any failure.
+
+    ``probe()`` never raises for a node problem: an unreachable or failing
+    node yields ``Observation(reachable=False, error=...)``. Cancellation
+    propagates.
+    """
+
+    def __init__(
+        self,
+        spec: NodeSpec,
+        timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spec = spec
+        self.timeout = timeout
+        self._clock = clock
+        self._conn: asyncpg.Connection | None = None
+        # Managed server settings as last seen, in milliseconds.
+        self.settings_ms: dict[str, int] = {}
+
+    async def probe(self, *, heartbeat: bool = False) -> Observation:
+        """One probe of the node, bounded by the probe timeout."""
+        started = self._clock()
+        try:
+            async with asyncio.timeout(self.timeout):
+                row = await self._query()
+                if heartbeat and row["in_recovery"] is False:
+                    await self._heartbeat()
+        except asyncio.CancelledError:
+            await self._drop()
+            raise
+        except Exception as exc:  # any failure to talk to the node is an observation
+            await self._drop()
+            now = self._clock()
+            return Observation(
+                node=self.spec.name, at=now, reachable=False, error=_short_error(exc),
+                latency_s=now - started,
+            )
+        now = self._clock()
+        self.settings_ms = {
+            "wal_receiver_timeout": int(row["wal_receiver_timeout_ms"]),
+            "wal_sender_timeout": int(row["wal_sender_timeout_ms"]),
+        }
+        return observation_from_row(self.spec.name, now, now - started, row)
+
+    async def _query(self) -> Any:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await connect(self.spec.dsn, self.timeout)
+        return await self._conn.fetchrow(PROBE_SQL)
+
+    async def _heartbeat(self) -> None:
+        assert self._conn is not None
+        # A fenced (read-only) primary refuses writes; liveness was already shown.
+        with contextlib.suppress(asyncpg.PostgresError):
+            await self._conn.execute(HEARTBEAT_SQL)
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    async def close(self) -> None:
+        """Close the probe connection."""
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await conn.close()
+            except (TimeoutError, OSError, asyncpg.PostgresError):
+                conn.terminate()
