@@ -1,0 +1,739 @@
+"""Configuration: a TOML file plus ``HACONTROL_*`` environment overrides.
+
+The file is parsed with :mod:`tomllib`; the environment is read by a
+pydantic-settings :class:`EnvSettingsSource` (nested keys joined by ``__``,
+e.g. ``HACONTROL_TIMING__PROBE_INTERVAL``) and wins over the file. Every
+problem becomes one line naming the file, the key path, what is wrong and
+what is allowed (:class:`ConfigError`); nothing here prints a password.
+
+Adding a section (say ``[api]``): define a :class:`Section` subclass with
+defaulted fields, add it to :class:`Config` with a default instance, and
+describe it in :func:`explain` and docs/configuration.md. Environment
+overrides, unknown-key errors and the allowed-keys lists follow by themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.exceptions import SettingsError
+from pydantic_settings.sources.utils import parse_env_vars
+
+from hacontrol.model import DecisionSettings, FailoverMode, NodeSpec
+from hacontrol.redact import dsn_password, redact_dsn, redact_text
+
+ENV_PREFIX = "HACONTROL_"
+ENV_DELIMITER = "__"
+DEFAULT_JOURNAL = "hacontrol-journal.jsonl"
+# Slack between the longest silence a healthy, idle upstream can cause on a
+# replica (wal_receiver_timeout / 2, when the replica pings it) and the silence
+# that counts as "lost the primary": covers one probe round plus scheduling.
+SILENCE_MARGIN_S = 0.5
+# Node names become application_name in primary_conninfo (63 bytes at most).
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` has one line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class _CrossFieldProblems(ValueError):
+    """Raised by Config's cross-field check: several problems, each with its own key path."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{_key_path(loc)}: {msg}" for loc, msg in problems))
+
+
+class Section(BaseModel):
+    """Base of every ``[section]``: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _mask_fragment(match: re.Match[str]) -> str:
+    """Keep a quoted syntax character ("="), hide a quoted word (maybe a password's)."""
+    return '"…"' if re.search(r"[A-Za-z0-9]", match[0]) else match[0]
+
+
+def _check_dsn(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty; write a libpq connection string such as 'host=... '")
+    try:
+        params = conninfo_to_dict(value)
+    except Exception as exc:
+        # psycopg quotes the fragment it choked on, which may be part of a
+        # password: scrub it before it can reach a message.
+        detail = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        if dsn_password(value) or "password" in value.lower() or "@" in value:
+            detail = re.sub(r'"[^"]*"', _mask_fragment, detail)
+        raise ValueError(
+            f"not a valid libpq connection string ({detail}); "
+            "allowed: 'key=value ...' pairs or a postgresql:// URI"
+        ) from None
+    hosts = [h for h in str(params.get("host") or params.get("hostaddr") or "").split(",") if h]
+    if len(hosts) > 1:
+        raise ValueError(
+            f"names {len(hosts)} hosts; a node's DSN must name exactly one server"
+        )
+    return value
+
+
+class NodeConfig(Section):
+    """One ``[[nodes]]`` table: a PostgreSQL server the controller watches."""
+
+    name: str
+    dsn: str
+    priority: int = Field(default=100, ge=0)
+    replication_dsn: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(
+                f"invalid node name {value!r}; allowed: 1-63 letters, digits, '_', '-', '.', "
+                "starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: str) -> str:
+        return _check_dsn(value)
+
+    @field_validator("replication_dsn")
+    @classmethod
+    def _replication_dsn(cls, value: str | None) -> str | None:
+        # An empty string reads as "not set", like an omitted key.
+        if value is None or not value.strip():
+            return None
+        return _check_dsn(value)
+
+    def endpoint(self) -> tuple[str, str]:
+        """(host, port) the DSN points at, with libpq's defaults filled in."""
+        params = conninfo_to_dict(self.dsn)
+        host = str(params.get("host") or params.get("hostaddr") or "(local socket)")
+        return host, str(params.get("port") or "5432")
+
+
+class TimingConfig(Section):
+    """``[timing]``: detection and action timings (seconds)."""
+
+    probe_interval: float = Field(default=0.2, gt=0)
+    probe_timeout: float = Field(default=1.0, gt=0)
+    failure_threshold: int = Field(default=3, ge=1)
+    detection_window: float = Field(default=0.5, ge=0)
+    replica_silence: float = Field(default=3.0, gt=0)
+    recovery_threshold: int = Field(default=3, ge=1)
+    cooldown: float = Field(default=300.0, ge=0)
+    promote_timeout: float = Field(default=30.0, gt=0)
+    repoint_retry: float = Field(default=5.0, gt=0)
+
+
+class FailoverConfig(Section):
+    """``[failover]``: candidate rules and failback."""
+
+    max_lag_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    failback: bool = False
+    failback_delay: float = Field(default=300.0, ge=0)
+
+
+class PostgresConfig(Section):
+    """``[postgres]``: server settings the controller manages on every node."""
+
+    manage_settings: bool = True
+    # Settings are in whole milliseconds on the server.
+    wal_receiver_timeout: float = Field(default=2.0, ge=0.001)
+    wal_sender_timeout: float = Field(default=10.0, ge=0.001)
+    heartbeat: bool = True
+
+
+class HooksConfig(Section):
+    """``[hooks]``: shell commands run on events; empty means not configured."""
+
+    pre_promote: str = ""
+    fence: str = ""
+    on_role_change: str = ""
+    timeout: float = Field(default=10.0, gt=0)
+
+
+@dataclass(frozen=True, slots=True)
+class _LoadContext:
+    file_data: dict[str, Any]
+    environ: Mapping[str, str]
+
+
+_LOADING: ContextVar[_LoadContext | None] = ContextVar("hacontrol_config_loading", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """EnvSettingsSource over a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+class Config(BaseSettings):
+    """The whole configuration. Build it with :func:`load_config`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    mode: FailoverMode = FailoverMode.AUTOMATIC
+    journal: Path = Path(DEFAULT_JOURNAL)
+    nodes: list[NodeConfig] = Field(min_length=2)
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+    failover: FailoverConfig = Field(default_factory=FailoverConfig)
+    postgres: PostgresConfig = Field(default_factory=PostgresConfig)
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first (it wins), then the file; no .env or secrets dirs."""
+        loading = _LOADING.get()
+        if loading is None:
+            return env_settings, init_settings
+        return (
+            _MappingEnvSource(settings_cls, loading.environ),
+            InitSettingsSource(settings_cls, init_kwargs=loading.file_data),
+        )
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("journal")
+    @classmethod
+    def _journal(cls, value: Path) -> Path:
+        if not str(value).strip() or str(value) == ".":
+            raise ValueError("must be a file path, e.g. 'hacontrol-journal.jsonl'")
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        problems = _cross_field_problems(self)
+        if problems:
+            raise _CrossFieldProblems(problems)
+        return self
+
+    def decision_settings(self) -> DecisionSettings:
+        """The settings the pure decision core works with."""
+        t, f = self.timing, self.failover
+        return DecisionSettings(
+            mode=self.mode,
+            probe_interval_s=t.probe_interval,
+            failure_threshold=t.failure_threshold,
+            detection_window_s=t.detection_window,
+            replica_silence_s=t.replica_silence,
+            recovery_threshold=t.recovery_threshold,
+            max_lag_bytes=f.max_lag_bytes,
+            cooldown_s=t.cooldown,
+            promote_timeout_s=t.promote_timeout,
+            repoint_retry_s=t.repoint_retry,
+            failback=f.failback,
+            failback_delay_s=f.failback_delay,
+        )
+
+    def node_specs(self) -> tuple[NodeSpec, ...]:
+        """The configured nodes, in file order."""
+        return tuple(
+            NodeSpec(n.name, n.dsn, n.priority, n.replication_dsn) for n in self.nodes
+        )
+
+    def managed_settings_ms(self) -> dict[str, int]:
+        """Server settings (in ms) to enforce on every node; empty when not managed."""
+        if not self.postgres.manage_settings:
+            return {}
+        return {
+            "wal_receiver_timeout": round(self.postgres.wal_receiver_timeout * 1000),
+            "wal_sender_timeout": round(self.postgres.wal_sender_timeout * 1000),
+        }
+
+
+def _cross_field_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
+    """Rules spanning several keys, each reported at the key to change."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    seen_names: dict[str, int] = {}
+    seen_endpoints: dict[tuple[str, str], int] = {}
+    for i, node in enumerate(config.nodes):
+        if node.name in seen_names:
+            problems.append(
+                (
+                    ("nodes", i, "name"),
+                    f"duplicate node name {node.name!r} (also nodes[{seen_names[node.name]}]); "
+                    "node names must be unique",
+                )
+            )
+        else:
+            seen_names[node.name] = i
+        endpoint = node.endpoint()
+        if endpoint in seen_endpoints:
+            first = seen_endpoints[endpoint]
+            problems.append(
+                (
+                    ("nodes", i, "dsn"),
+                    f"points at the same server ({endpoint[0]}:{endpoint[1]}) as "
+                    f"nodes[{first}] ({config.nodes[first].name!r}); each node is one server",
+                )
+            )
+        else:
+            seen_endpoints[endpoint] = i
+    t, pg = config.timing, config.postgres
+    if t.detection_window < t.probe_interval:
+        problems.append(
+            (
+                ("timing", "detection_window"),
+                f"must be at least timing.probe_interval ({t.probe_interval:g} s) "
+                f"(got {t.detection_window:g})",
+            )
+        )
+    if pg.manage_settings:
+        floor = pg.wal_receiver_timeout / 2 + SILENCE_MARGIN_S
+        if t.replica_silence <= floor:
+            problems.append(
+                (
+                    ("timing", "replica_silence"),
+                    f"must be greater than postgres.wal_receiver_timeout / 2 + "
+                    f"{SILENCE_MARGIN_S:g} s = {floor:g} s, or an idle but healthy primary "
+                    f"looks lost to its replicas (got {t.replica_silence:g})",
+                )
+            )
+    return problems
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (TOML) with ``HACONTROL_*`` overrides from ``env`` (default: the
+    process environment); raise :class:`ConfigError` listing every problem found.
+
+    A relative ``journal`` path is resolved against the file's directory.
+    """
+    path = Path(path)
+    data = _read_toml(path, str(path))
+    return config_from_mapping(
+        data,
+        env=os.environ if env is None else env,
+        source=str(path),
+        base_dir=path.resolve().parent,
+    )
+
+
+def config_from_mapping(
+    data: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+) -> Config:
+    """Validate already-parsed configuration data (``env``: overrides, none by default).
+
+    ``source`` names the origin in messages; a relative journal path is resolved
+    against ``base_dir`` when given.
+    """
+    environ = dict(env or {})
+    env_data = _env_values(environ, source)
+    token = _LOADING.set(_LoadContext(dict(data), environ))
+    try:
+        config = Config()  # type: ignore[call-arg]  # values come from the sources
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, source, env_data)) from None
+    except SettingsError as exc:
+        raise ConfigError([f"{source}: {_settings_error(exc)}"]) from None
+    finally:
+        _LOADING.reset(token)
+    if base_dir is not None and not config.journal.is_absolute():
+        config = config.model_copy(update={"journal": base_dir / config.journal})
+    return config
+
+
+def _read_toml(path: Path, label: str) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{label}: configuration file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{label}: is a directory, not a configuration file"]) from None
+    except PermissionError:
+        raise ConfigError(
+            [f"{label}: cannot read the configuration file: permission denied"]
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError([f"{label}: cannot read the configuration file: {reason}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{label}: line {line}: not valid UTF-8 text"]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{label}: {_toml_error(str(exc))}"]) from None
+
+
+def _toml_error(message: str) -> str:
+    """'TOML syntax error at line L, column C: reason' from tomllib's message."""
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", message)
+    if match:
+        reason = message[: match.start()]
+        return f"TOML syntax error at line {match[1]}, column {match[2]}: {reason}"
+    match = re.search(r"\s*\(at end of document\)\s*$", message)
+    if match:
+        return f"TOML syntax error at the end of the file: {message[: match.start()]}"
+    return f"TOML syntax error: {message}"
+
+
+def _env_values(environ: Mapping[str, str], label: str) -> dict[str, Any]:
+    """What the environment sets, as nested data (used to say where a bad value came from)."""
+    try:
+        return dict(_MappingEnvSource(Config, environ)())
+    except SettingsError as exc:
+        raise ConfigError([f"{label}: {_settings_error(exc)}"]) from None
+
+
+def _settings_error(exc: SettingsError) -> str:
+    """A pydantic-settings parse failure (a table or array not given as JSON)."""
+    match = re.search(r'field "(\w+)"', str(exc))
+    if match is None:
+        return f"environment: {redact_text(str(exc))}"
+    field = match[1]
+    return (
+        f"{field} (set by {ENV_PREFIX}{field.upper()}): not valid JSON; a table or array "
+        f"set from the environment must be JSON, or set single keys with "
+        f"{ENV_PREFIX}SECTION{ENV_DELIMITER}KEY"
+    )
+
+
+def check_config(path: str | Path, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """What ``hacontrol check-config`` prints and its exit code (0 valid, 2 invalid)."""
+    try:
+        config = load_config(path, env)
+    except ConfigError as exc:
+        return 2, "\n".join(exc.problems)
+    return 0, explain(config)
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _key_path(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _env_name(loc: Sequence[str | int], env_data: Mapping[str, Any]) -> str | None:
+    """The HACONTROL_* variable that set the value at ``loc``, if one did."""
+    node: Any = env_data
+    names: list[str] = []
+    for part in loc:
+        if isinstance(node, Mapping) and isinstance(part, str) and part in node:
+            names.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            # A list comes whole from one variable holding JSON.
+            return ENV_PREFIX + ENV_DELIMITER.join(names).upper()
+        else:
+            return None
+    return ENV_PREFIX + ENV_DELIMITER.join(names).upper() if names else None
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model class whose keys live at ``loc`` (for 'allowed keys' lists)."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation: Any = field.annotation
+        candidates = [annotation, *get_args(annotation)]
+        found = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+_SECRET_FIELDS = {"dsn", "replication_dsn"}
+
+
+def _describe(value: Any) -> str:
+    """A short, secret-free rendering of a bad input for 'got ...'."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, str):
+        text = redact_text(value)
+        return repr(text if len(text) <= 60 else text[:57] + "...")
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
+_TYPE_WORDS = {
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "path_type": "must be a path (a string)",
+    "list_type": "must be an array of tables ([[nodes]] ...)",
+    "model_type": "must be a table ([section])",
+    "model_attributes_type": "must be a table ([section])",
+    "dict_type": "must be a table ([section])",
+    "finite_number": "must be a finite number",
+}
+
+
+def _problem_text(error: Mapping[str, Any], loc: tuple[str | int, ...]) -> str:
+    kind = str(error["type"])
+    ctx: Mapping[str, Any] = error.get("ctx") or {}
+    value = error.get("input")
+    field = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    got = "" if field in _SECRET_FIELDS else f" (got {_describe(value)})"
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = ", ".join(model.model_fields) if model is not None else "none"
+        return f"unknown key; allowed keys: {allowed}"
+    if kind == "missing":
+        if loc == ("nodes",):
+            return "missing; at least 2 [[nodes]] tables (name, dsn) are required"
+        return "required key is missing"
+    if kind == "too_short" and loc == ("nodes",):
+        return (
+            f"at least 2 nodes are required, a primary and a replica "
+            f"(got {ctx.get('actual_length', '?')})"
+        )
+    if kind == "greater_than":
+        return f"must be greater than {_describe(ctx['gt'])}{got}"
+    if kind == "greater_than_equal":
+        return f"must be at least {_describe(ctx['ge'])}{got}"
+    if kind == "less_than":
+        return f"must be less than {_describe(ctx['lt'])}{got}"
+    if kind == "less_than_equal":
+        return f"must be at most {_describe(ctx['le'])}{got}"
+    if kind == "enum" and field == "mode":
+        allowed = ", ".join(m.value for m in FailoverMode)
+        return f"must be one of: {allowed}{got}"
+    if kind in _TYPE_WORDS:
+        return _TYPE_WORDS[kind] + got
+    if kind == "value_error":
+        reason = str(ctx.get("error", error.get("msg", "")))
+        return redact_text(reason)
+    return redact_text(str(error.get("msg", kind))) + got
+
+
+def _problems(exc: ValidationError, label: str, env_data: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for error in exc.errors(include_url=False):
+        cross = (error.get("ctx") or {}).get("error")
+        if isinstance(cross, _CrossFieldProblems):
+            entries = [(loc, msg) for loc, msg in cross.problems]
+        else:
+            loc = tuple(error["loc"])
+            entries = [(loc, _problem_text(error, loc))]
+        for loc, message in entries:
+            source = _env_name(loc, env_data)
+            where = _key_path(loc) + (f" (set by {source})" if source else "")
+            lines.append(f"{label}: {where}: {message}")
+    return lines
+
+
+# ---------------------------------------------------------------- explain
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def _bytes(value: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size and value % size == 0:
+            return f"{value // size} {unit}"
+    return f"{value} bytes"
+
+
+def detection_delay(config: Config) -> float:
+    """Seconds from a crashed primary's first failed probe to it being declared failed.
+
+    N consecutive failures spanning at least the window: the first failure at
+    t0, then one per interval until both the count and the span are met.
+    """
+    t = config.timing
+    rounds = max(t.failure_threshold - 1, math.ceil(t.detection_window / t.probe_interval - 1e-9))
+    return rounds * t.probe_interval
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Things that are allowed but probably not what the operator wants."""
+    warnings: list[str] = []
+    for i, node in enumerate(config.nodes):
+        for key in ("dsn", "replication_dsn"):
+            dsn = getattr(node, key)
+            if dsn and dsn_password(dsn):
+                warnings.append(
+                    f"nodes[{i}].{key} ({node.name}): a password is written in the DSN; "
+                    "use a libpq passfile (~/.pgpass or passfile=...), PGPASSWORD, or a "
+                    "service file instead"
+                )
+    promotable = [n for n in config.nodes if n.priority > 0]
+    if not promotable:
+        warnings.append("every node has priority 0: no node can ever be promoted")
+    elif len(promotable) == 1:
+        warnings.append(
+            f"only {promotable[0].name} has priority > 0: if it is the primary that fails, "
+            "there is no candidate"
+        )
+    if not config.postgres.manage_settings:
+        warnings.append(
+            "postgres.manage_settings is off: the nodes keep their own wal_receiver_timeout "
+            "(PostgreSQL default 60 s); a replica of an idle primary may hear nothing for up "
+            f"to half of it, so it must be below 2 × (timing.replica_silence − "
+            f"{SILENCE_MARGIN_S:g} s) = "
+            f"{_seconds(2 * (config.timing.replica_silence - SILENCE_MARGIN_S))}, or a hung "
+            "primary is only confirmed by its replicas after their own timeout"
+        )
+    if not config.postgres.heartbeat:
+        warnings.append(
+            "postgres.heartbeat is off: on an idle primary, replica lag and liveness are "
+            "measured less precisely"
+        )
+    if config.failover.failback and config.mode is not FailoverMode.AUTOMATIC:
+        warnings.append(f"failover.failback has no effect in {config.mode.value} mode")
+    if config.timing.probe_timeout > config.timing.replica_silence:
+        warnings.append(
+            "timing.probe_timeout is longer than timing.replica_silence: a hung primary is "
+            "detected by probe timeouts, not by its replicas' silence"
+        )
+    return warnings
+
+
+_MODE_TEXT = {
+    FailoverMode.AUTOMATIC: "automatic: fails over by itself",
+    FailoverMode.SEMI_AUTOMATIC: (
+        "semi-automatic: fails over by itself, never fails back on its own"
+    ),
+    FailoverMode.MANUAL: "manual: detects and alerts only; an operator decides",
+}
+
+
+def explain(config: Config) -> str:
+    """A human summary of what this configuration makes the controller do."""
+    t, f, pg, h = config.timing, config.failover, config.postgres, config.hooks
+    lines = [f"mode: {_MODE_TEXT[config.mode]}", "nodes:"]
+    width = max(len(n.name) for n in config.nodes)
+    for node in config.nodes:
+        note = "never promoted" if node.priority == 0 else f"priority {node.priority}"
+        lines.append(f"  {node.name:<{width}}  {note:<16} {redact_dsn(node.dsn)}")
+        if node.replication_dsn:
+            lines.append(f"  {'':<{width}}  {'replication':<16} {redact_dsn(node.replication_dsn)}")
+    delay = detection_delay(config)
+    probes = round(delay / t.probe_interval) + 1
+    lines += [
+        "detection:",
+        f"  every node is probed every {_seconds(t.probe_interval)} "
+        f"(one probe may take up to {_seconds(t.probe_timeout)})",
+        f"  a crashed primary is declared failed after {t.failure_threshold} failed probes "
+        f"spanning >= {_seconds(t.detection_window)}, "
+        f"about {round(delay, 3):g} s ({probes} probes) at a {_seconds(t.probe_interval)} "
+        "interval, then confirmed by the replicas "
+        "(WAL receiver not streaming)",
+        f"  a hung primary is confirmed once every reachable replica has heard nothing from it "
+        f"for {_seconds(t.replica_silence)}",
+        "  if the replicas still hear from the primary, only the controller is cut off: "
+        "no failover, a warning",
+        f"  a failed node counts as healthy again after {t.recovery_threshold} "
+        "consecutive healthy probes",
+        "candidates:",
+        f"  reachable replicas with priority > 0, at most {_bytes(f.max_lag_bytes)} behind; "
+        "most WAL first, then priority, then name",
+        f"  at most one failover in flight; {_seconds(t.cooldown)} cool-down between automatic "
+        f"failovers; a promotion not complete after {_seconds(t.promote_timeout)} is abandoned",
+    ]
+    if f.failback and config.mode is FailoverMode.AUTOMATIC:
+        lines.append(
+            f"  fails back to the highest-priority node {_seconds(f.failback_delay)} after it "
+            "is healthy again"
+        )
+    else:
+        lines.append("  no automatic failback")
+    lines.append("postgres settings:")
+    if pg.manage_settings:
+        managed = ", ".join(f"{k} = {v}ms" for k, v in config.managed_settings_ms().items())
+        lines.append(f"  managed on every node (ALTER SYSTEM + reload): {managed}")
+    else:
+        lines.append("  not managed (the nodes keep their own)")
+    lines.append(
+        "  heartbeat: a tiny WAL record on the primary every probe round"
+        if pg.heartbeat
+        else "  heartbeat: off"
+    )
+    lines.append(f"hooks (timeout {_seconds(h.timeout)}):")
+    for name in ("pre_promote", "fence", "on_role_change"):
+        command = getattr(h, name)
+        lines.append(f"  {name}: {redact_text(command) if command else '(none)'}")
+    lines.append(f"journal: {config.journal}")
+    warnings = config_warnings(config)
+    if warnings:
+        lines.append("warnings:")
+        lines += [f"  - {w}" for w in warnings]
+    return "\n".join(lines)
+
