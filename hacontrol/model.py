@@ -152,3 +152,5 @@ class DecisionSettings:
     # Fail back to the highest-priority node once it is healthy again (automatic mode only).
     failback: bool = False
     failback_delay_s: float = 300.0
+    # A candidate whose promote failed or was abandoned is not tried again for this long.
+    candidate_backoff_s: float = 60.0

@@ -1,0 +1,143 @@
+"""What the decision core asks the shell to do, and what it tells the journal.
+
+Actions are requests: the shell carries them out (idempotently, behind each node's
+resilience policy) and reports back with an :class:`ActionOutcome`. Every action
+carries a human ``reason`` and the inputs behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from hacontrol.model import Role, format_lsn
+from hacontrol.state import ControllerState
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateInfo:
+    """One node's figures as weighed for promotion, and why it was excluded if it was."""
+
+    node: str
+    priority: int
+    reachable: bool
+    role: Role
+    wal_position: int | None
+    # Bytes behind the reference position (max of the primary's last known LSN and
+    # the best replica position); None when the node's position is unknown.
+    lag_bytes: int | None
+    excluded: str | None = None
+
+    @property
+    def eligible(self) -> bool:
+        """True when nothing excludes this node from promotion."""
+        return self.excluded is None
+
+    def describe(self) -> str:
+        """One line: ``pg2 lsn 0/3000060 lag 0 B prio 100`` plus the exclusion."""
+        lag = "-" if self.lag_bytes is None else f"{self.lag_bytes} B"
+        text = f"{self.node} lsn {format_lsn(self.wal_position)} lag {lag} prio {self.priority}"
+        return f"{text} (excluded: {self.excluded})" if self.excluded else text
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly figures for events and the journal."""
+        return {
+            "node": self.node,
+            "priority": self.priority,
+            "reachable": self.reachable,
+            "role": str(self.role),
+            "wal_position": format_lsn(self.wal_position),
+            "lag_bytes": self.lag_bytes,
+            "excluded": self.excluded,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    """Promote ``node`` to primary (guarded by the shell: re-read its role first)."""
+
+    node: str
+    reason: str
+    old_primary: str
+    candidates: tuple[CandidateInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Repoint:
+    """Make replica ``node`` stream from ``primary``."""
+
+    node: str
+    primary: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Stop ``node`` from taking writes (read-only, sessions ended, fence hook)."""
+
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunHook:
+    """Run the operator's hook for ``event`` (e.g. ``on_role_change``)."""
+
+    event: str
+    node: str
+    reason: str
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+Action = Promote | Repoint | Fence | RunHook
+
+
+class Severity(StrEnum):
+    """How loudly an event should be reported."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"  # an operator should look now (alerts)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something worth one journal record and one log line."""
+
+    kind: str
+    node: str | None
+    message: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+    severity: Severity = Severity.INFO
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The result of one round (or of one reported outcome)."""
+
+    state: ControllerState
+    actions: tuple[Action, ...] = ()
+    events: tuple[Event, ...] = ()
+
+
+class OutcomeStatus(StrEnum):
+    """What the shell knows about an action it carried out."""
+
+    SUCCEEDED = "succeeded"
+    # The action certainly changed nothing (e.g. could not connect, node not a replica):
+    # for a Promote, another candidate may be tried at once.
+    FAILED = "failed"
+    # It may or may not have taken effect (e.g. pg_promote did not finish in time).
+    # When in doubt, report this.
+    UNCERTAIN = "uncertain"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    """The shell's report on one action."""
+
+    action: Action
+    status: OutcomeStatus
+    detail: str = ""

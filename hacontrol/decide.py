@@ -1,0 +1,939 @@
+"""The pure decision core: one probe round in, the next state and actions out.
+
+No I/O, no clocks, no logging: time comes from ``ClusterView.at`` and
+``Observation.at``. The rules (see docs/detection.md):
+
+* the primary is failed only on sustained failure (``failure_threshold`` consecutive
+  failed probes spanning ``detection_window_s``) and, holistically, only when every
+  reachable replica confirms it lost the primary too;
+* the candidate is the eligible replica with the most WAL, then priority, then name;
+* never two writable primaries: a second writable primary is fenced every round it
+  is seen, and no Promote is sent while any writable primary is seen;
+* one failover in flight, a cool-down between failovers, paused means no actions;
+* events are emitted on transitions only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from psycopg import Error as PsycopgError
+from psycopg.conninfo import conninfo_to_dict
+
+from hacontrol.actions import (
+    Action,
+    ActionOutcome,
+    CandidateInfo,
+    Decision,
+    Event,
+    Fence,
+    OutcomeStatus,
+    Promote,
+    Repoint,
+    RunHook,
+    Severity,
+)
+from hacontrol.model import (
+    ClusterView,
+    DecisionSettings,
+    FailoverMode,
+    NodeSpec,
+    Observation,
+    Role,
+    WalReceiver,
+    format_lsn,
+)
+from hacontrol.state import ControllerState, FailoverInFlight, NodeHealth, initial_state
+
+__all__ = [
+    "ControllerState",
+    "Decision",
+    "Endpoint",
+    "apply_outcome",
+    "confirm_failure",
+    "decide",
+    "endpoints",
+    "initial_state",
+    "rank_candidates",
+]
+
+ROLE_CHANGE_HOOK = "on_role_change"
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One host/port a node can be reached at (host None: libpq's default socket)."""
+
+    host: str | None
+    port: int
+
+
+def _norm_host(host: str | None) -> str | None:
+    if host is None or host == "":
+        return None
+    text = host.strip().lower()
+    return "loopback" if text in _LOOPBACK else text
+
+
+def endpoints(dsn: str) -> tuple[Endpoint, ...]:
+    """Every host/port pair of a libpq key/value string or URI (empty if unparsable)."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except (PsycopgError, ValueError):
+        return ()
+
+    def split(key: str) -> list[str]:
+        value = params.get(key)
+        return [part.strip() for part in str(value).split(",")] if value else []
+
+    hosts, addrs, ports = split("host"), split("hostaddr"), split("port")
+    result: list[Endpoint] = []
+    for i in range(max(len(hosts), len(addrs), 1)):
+        # libpq: one port applies to every host, otherwise one port per host.
+        port_text = ports[0] if len(ports) == 1 else (ports[i] if i < len(ports) else "")
+        try:
+            port = int(port_text) if port_text else 5432
+        except ValueError:
+            continue
+        names = [src[i] for src in (hosts, addrs) if i < len(src) and src[i]]
+        result.extend(Endpoint(_norm_host(name), port) for name in names or [""])
+    return tuple(dict.fromkeys(result))
+
+
+def _node_endpoints(spec: NodeSpec) -> tuple[Endpoint, ...]:
+    """Where replicas connect to ``spec``: its replication DSN, else its DSN."""
+    return endpoints(spec.replication_dsn or spec.dsn)
+
+
+def _receiver_matches(receiver: WalReceiver, targets: Iterable[Endpoint]) -> bool:
+    """True when the receiver's upstream is one of ``targets`` (unknown parts match)."""
+    host = _norm_host(receiver.sender_host)
+    for target in targets:
+        host_ok = host is None or target.host is None or host == target.host
+        port_ok = receiver.sender_port is None or receiver.sender_port == target.port
+        if host_ok and port_ok:
+            return True
+    return False
+
+
+def _receiver_positively_at(receiver: WalReceiver, targets: Iterable[Endpoint]) -> bool:
+    """True only when both host and port are known and equal to one of ``targets``."""
+    host = _norm_host(receiver.sender_host)
+    if host is None or receiver.sender_port is None:
+        return False
+    return any(t.host == host and t.port == receiver.sender_port for t in targets)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _reachable(obs: Observation | None) -> bool:
+    return obs is not None and obs.reachable
+
+
+def _is_primary(obs: Observation | None) -> bool:
+    return obs is not None and obs.reachable and obs.role is Role.PRIMARY
+
+
+def _writable(obs: Observation | None) -> bool:
+    """A reachable primary that does not say it is read-only (unknown counts as writable)."""
+    return _is_primary(obs) and obs is not None and obs.read_only is not True
+
+
+def _is_replica(obs: Observation | None) -> bool:
+    return obs is not None and obs.reachable and obs.role is Role.REPLICA
+
+
+def _streaming(receiver: WalReceiver | None) -> bool:
+    return receiver is not None and receiver.status == "streaming"
+
+
+# --------------------------------------------------------------------------- confirmation
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """Whether the reachable replicas agree that the primary is gone."""
+
+    # "confirmed", "not_confirmed" (a replica still hears it) or "no_replica".
+    status: str
+    # Per reachable replica: node -> "confirms: ...", "still hears ..." or "neutral: ...".
+    replicas: Mapping[str, str]
+
+
+def confirm_failure(
+    primary: str, view: ClusterView, specs: Mapping[str, NodeSpec], settings: DecisionSettings
+) -> Confirmation:
+    """Ask every reachable replica whether it lost ``primary`` too.
+
+    A replica confirms when its WAL receiver is gone or not streaming, or when it
+    has heard nothing from its upstream for longer than ``replica_silence_s``. A
+    replica that streams from another configured node (cascading) neither confirms
+    nor vetoes. Any other streaming, recently-heard replica vetoes.
+    """
+    primary_spec = specs.get(primary)
+    primary_eps = _node_endpoints(primary_spec) if primary_spec else ()
+    verdicts: dict[str, str] = {}
+    confirms = vetoes = 0
+    for name in sorted(specs):
+        obs = view.get(name)
+        if name == primary or not _is_replica(obs) or obs is None:
+            continue
+        receiver = obs.wal_receiver
+        if receiver is None:
+            verdicts[name] = "confirms: no WAL receiver"
+            confirms += 1
+        elif receiver.status != "streaming":
+            verdicts[name] = f"confirms: WAL receiver {receiver.status}"
+            confirms += 1
+        elif receiver.last_msg_age_s is not None and (
+            receiver.last_msg_age_s > settings.replica_silence_s
+        ):
+            verdicts[name] = f"confirms: silent for {receiver.last_msg_age_s:.1f} s"
+            confirms += 1
+        elif not _receiver_positively_at(receiver, primary_eps) and any(
+            _receiver_positively_at(receiver, _node_endpoints(spec))
+            for other, spec in specs.items()
+            if other != primary
+        ):
+            verdicts[name] = (
+                f"neutral: streams from {receiver.sender_host}:{receiver.sender_port},"
+                " not from the primary"
+            )
+        else:
+            age = receiver.last_msg_age_s
+            heard = "unknown" if age is None else f"{age:.1f} s ago"
+            verdicts[name] = f"still hears the primary (last message {heard})"
+            vetoes += 1
+    if vetoes:
+        status = "not_confirmed"
+    elif confirms:
+        status = "confirmed"
+    else:
+        status = "no_replica"
+    return Confirmation(status, verdicts)
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+def rank_candidates(
+    state: ControllerState,
+    view: ClusterView,
+    specs: Sequence[NodeSpec] | Mapping[str, NodeSpec],
+    settings: DecisionSettings,
+    *,
+    old_primary: str | None = None,
+) -> tuple[CandidateInfo, ...]:
+    """Every node other than ``old_primary`` with its figures, eligible ones first in
+    promotion order (most WAL, then priority, then name), then the excluded by name."""
+    by_name = specs if isinstance(specs, Mapping) else {s.name: s for s in specs}
+    old = state.primary if old_primary is None else old_primary
+    at = view.at
+    positions = [
+        obs.wal_position
+        for name in by_name
+        if name != old
+        for obs in [view.get(name)]
+        if _is_replica(obs) and obs is not None and obs.wal_position is not None
+    ]
+    reference_parts = [
+        p for p in (state.primary_lsn, max(positions, default=None)) if p is not None
+    ]
+    reference = max(reference_parts) if reference_parts else None
+    infos: list[CandidateInfo] = []
+    for name in sorted(by_name):
+        if name == old:
+            continue
+        spec = by_name[name]
+        obs = view.get(name)
+        health = state.health(name)
+        position = obs.wal_position if _is_replica(obs) and obs is not None else None
+        lag = reference - position if reference is not None and position is not None else None
+        excluded: str | None = None
+        if not _reachable(obs):
+            excluded = "unreachable"
+        elif obs is not None and obs.role is not Role.REPLICA:
+            excluded = f"role {obs.role}"
+        elif spec.priority <= 0:
+            excluded = "priority 0 (never promoted)"
+        elif name in state.maintenance:
+            excluded = "in maintenance"
+        elif name in state.fenced:
+            excluded = "fenced (needs rejoin)"
+        elif health.backoff_until is not None and at < health.backoff_until:
+            excluded = f"backed off after a failed promote for {health.backoff_until - at:.1f} s"
+        elif health.consecutive_successes < settings.recovery_threshold:
+            excluded = (
+                f"not healthy yet ({health.consecutive_successes}/"
+                f"{settings.recovery_threshold} healthy probes)"
+            )
+        elif position is None:
+            excluded = "WAL position unknown"
+        elif lag is not None and lag > settings.max_lag_bytes:
+            excluded = f"lag {lag} B > max_lag_bytes {settings.max_lag_bytes}"
+        infos.append(
+            CandidateInfo(
+                node=name,
+                priority=spec.priority,
+                reachable=_reachable(obs),
+                role=obs.role if obs is not None and obs.reachable else Role.UNKNOWN,
+                wal_position=position,
+                lag_bytes=lag,
+                excluded=excluded,
+            )
+        )
+    eligible = sorted(
+        (i for i in infos if i.eligible),
+        key=lambda i: (-(i.wal_position or 0), -i.priority, i.node),
+    )
+    return (*eligible, *(i for i in infos if not i.eligible))
+
+
+def _promote_reason(chosen: CandidateInfo, ranking: Sequence[CandidateInfo], old: str) -> str:
+    eligible = [c for c in ranking if c.eligible]
+    others = "; ".join(c.describe() for c in ranking if c is not chosen)
+    return (
+        f"primary {old} failed and the replicas confirm it; {chosen.node} has the most WAL"
+        f" ({format_lsn(chosen.wal_position)}, prio {chosen.priority}) of {len(eligible)}"
+        f" candidate(s)" + (f"; others: {others}" if others else "")
+    )
+
+
+# --------------------------------------------------------------------------- the round
+
+
+class _Round:
+    """Mutable scratch space for computing one Decision; never escapes ``decide``."""
+
+    def __init__(
+        self,
+        state: ControllerState,
+        view: ClusterView,
+        specs: Sequence[NodeSpec],
+        settings: DecisionSettings,
+    ) -> None:
+        self.old = state
+        self.view = view
+        self.at = view.at
+        self.specs = {s.name: s for s in sorted(specs, key=lambda s: s.name)}
+        self.names = list(self.specs)
+        self.settings = settings
+        self.nodes: dict[str, NodeHealth] = {n: state.health(n) for n in self.names}
+        primary = state.primary if state.primary in self.specs else None
+        self.primary = primary
+        self.primary_timeline = state.primary_timeline if primary else None
+        self.primary_lsn = state.primary_lsn if primary else None
+        self.fenced = {n for n in state.fenced if n in self.specs}
+        self.in_flight = state.in_flight
+        if self.in_flight and self.in_flight.candidate not in self.specs:
+            self.in_flight = None
+        self.last_failover_at = state.last_failover_at
+        self.actions: list[Action] = []
+        self.events: list[Event] = []
+        self.conditions: dict[str, Event] = {}
+        self.primary_changed = False
+
+    # -- small utilities
+
+    def obs(self, name: str) -> Observation | None:
+        return self.view.get(name)
+
+    def emit(
+        self,
+        kind: str,
+        node: str | None,
+        message: str,
+        severity: Severity = Severity.INFO,
+        **details: Any,
+    ) -> None:
+        self.events.append(Event(kind, node, message, details, severity))
+
+    def condition(
+        self,
+        key: str,
+        kind: str,
+        node: str | None,
+        message: str,
+        severity: Severity = Severity.INFO,
+        **details: Any,
+    ) -> None:
+        """An ongoing condition: reported once, when it starts."""
+        self.conditions[key] = Event(kind, node, message, details, severity)
+
+    def act(self, action: Action) -> bool:
+        """Queue ``action`` unless paused; True when queued."""
+        if self.old.paused:
+            return False
+        self.actions.append(action)
+        return True
+
+    def mark_fenced(self, name: str, why: str) -> None:
+        """Put ``name`` in the fenced set; the Fence action itself comes from
+        ``arbitrate``, every round the node is seen writable."""
+        if name not in self.fenced:
+            self.fenced.add(name)
+            self.emit(
+                "node_fenced",
+                name,
+                f"{name} fenced — needs rejoin: {why}",
+                Severity.CRITICAL,
+                reason=why,
+            )
+
+    def set_primary(self, name: str | None) -> None:
+        self.primary = name
+        obs = self.obs(name) if name else None
+        self.primary_timeline = obs.timeline if obs is not None else None
+        self.primary_lsn = obs.current_lsn if obs is not None else None
+        self.primary_changed = True
+
+    # -- steps
+
+    def run(self) -> Decision:
+        self.update_health()
+        self.track_primary()
+        if self.in_flight is not None:
+            self.follow_in_flight()
+        self.arbitrate()
+        if self.in_flight is None and self.primary is not None and not self.primary_changed:
+            self.consider_failover()
+        self.repoint()
+        if self.primary is None and self.in_flight is None:
+            self.condition(
+                "no_primary",
+                "no_primary",
+                None,
+                "no known writable primary: a manual failover is needed",
+                Severity.CRITICAL,
+            )
+        return self.finish()
+
+    def update_health(self) -> None:
+        threshold = self.settings.failure_threshold
+        window = self.settings.detection_window_s
+        for name in self.names:
+            obs = self.obs(name)
+            health = self.nodes[name]
+            if name == self.primary:
+                ok = _is_primary(obs)
+            else:
+                ok = obs is not None and obs.reachable and obs.role is not Role.UNKNOWN
+            when = obs.at if obs is not None else self.at
+            if ok:
+                successes = health.consecutive_successes + 1
+                down = health.down
+                if down and successes >= self.settings.recovery_threshold:
+                    down = False
+                    self.emit(
+                        "node_recovered",
+                        name,
+                        f"{name} is healthy again ({successes} healthy probes)",
+                    )
+                health = replace(
+                    health,
+                    consecutive_failures=0,
+                    first_failure_at=None,
+                    last_failure_at=None,
+                    consecutive_successes=successes,
+                    down=down,
+                )
+            else:
+                health = replace(
+                    health,
+                    consecutive_failures=health.consecutive_failures + 1,
+                    first_failure_at=(
+                        health.first_failure_at if health.first_failure_at is not None else when
+                    ),
+                    last_failure_at=when,
+                    consecutive_successes=0,
+                )
+                if not health.down and health.sustained_failure(threshold, window):
+                    health = replace(health, down=True)
+                    if name != self.primary:
+                        error = obs.error if obs is not None else "not probed"
+                        self.emit(
+                            "node_unreachable",
+                            name,
+                            f"{name} failed {health.consecutive_failures} probes in a row",
+                            Severity.WARNING,
+                            error=error,
+                        )
+            self.nodes[name] = health
+
+    def track_primary(self) -> None:
+        obs = self.obs(self.primary) if self.primary else None
+        if obs is None or not _is_primary(obs):
+            return
+        if obs.timeline is not None:
+            self.primary_timeline = obs.timeline
+        if obs.current_lsn is not None:
+            self.primary_lsn = max(self.primary_lsn or 0, obs.current_lsn)
+
+    def follow_in_flight(self) -> None:
+        flight = self.in_flight
+        assert flight is not None
+        obs = self.obs(flight.candidate)
+        if (
+            _is_primary(obs)
+            and obs is not None
+            and obs.timeline is not None
+            and (flight.old_timeline is None or obs.timeline > flight.old_timeline)
+        ):
+            self.complete(flight, obs)
+            return
+        old = self.obs(flight.old_primary)
+        if _writable(old):
+            # Once the promote is sent the old primary must not take writes: the
+            # candidate will soon be writable on a higher timeline.
+            if self.primary == flight.old_primary:
+                self.primary = None
+            self.mark_fenced(flight.old_primary, "returned while a failover away from it runs")
+        if self.at - flight.started_at > self.settings.promote_timeout_s:
+            self.abandon(
+                flight,
+                f"{flight.candidate} not seen as primary on a higher timeline within"
+                f" {self.settings.promote_timeout_s:g} s",
+            )
+
+    def complete(self, flight: FailoverInFlight, obs: Observation) -> None:
+        new = flight.candidate
+        self.in_flight = None
+        self.set_primary(new)
+        self.emit(
+            "failover_completed",
+            new,
+            f"{new} is the primary on timeline {obs.timeline} (was {flight.old_primary})",
+            Severity.CRITICAL,
+            old_primary=flight.old_primary,
+            timeline=obs.timeline,
+            duration_s=round(self.at - flight.started_at, 3),
+        )
+        if flight.old_primary != new:
+            self.mark_fenced(flight.old_primary, f"failed over to {new}")
+        for name in self.names:
+            other = self.obs(name)
+            if name == new or name in self.fenced or name in self.old.maintenance:
+                continue
+            if _is_replica(other) and self.act(
+                Repoint(name, new, f"failover: {new} replaced {flight.old_primary} as primary")
+            ):
+                self.nodes[name] = replace(
+                    self.nodes[name], last_repoint_at=self.at, misrouted_since=None
+                )
+        self.role_change_hook(new, flight.old_primary, obs.timeline, "failover")
+
+    def role_change_hook(self, new: str, old: str | None, timeline: int | None, why: str) -> None:
+        env = {
+            "HACONTROL_EVENT": ROLE_CHANGE_HOOK,
+            "HACONTROL_NEW_PRIMARY": new,
+            "HACONTROL_OLD_PRIMARY": old or "",
+            "HACONTROL_TIMELINE": "" if timeline is None else str(timeline),
+            "HACONTROL_REASON": why,
+        }
+        self.act(RunHook(ROLE_CHANGE_HOOK, new, f"{why}: {old or '-'} -> {new}", env))
+
+    def abandon(self, flight: FailoverInFlight, why: str) -> None:
+        self.in_flight = None
+        self.nodes[flight.candidate] = replace(
+            self.nodes[flight.candidate],
+            backoff_until=self.at + self.settings.candidate_backoff_s,
+        )
+        if self.primary in self.fenced:
+            self.primary = None
+        self.emit(
+            "failover_abandoned",
+            flight.candidate,
+            f"failover to {flight.candidate} abandoned: {why}",
+            Severity.CRITICAL,
+            old_primary=flight.old_primary,
+            started_at=flight.started_at,
+        )
+
+    def arbitrate(self) -> None:
+        """Keep exactly one writable primary: adopt, outrank by timeline, or fence."""
+        candidate = self.in_flight.candidate if self.in_flight else None
+        writable = [n for n in self.names if _writable(self.obs(n))]
+        contenders = [n for n in writable if n not in self.fenced and n != candidate]
+
+        def timeline(name: str) -> int:
+            obs = self.obs(name)
+            return obs.timeline if obs is not None and obs.timeline is not None else -1
+
+        if self.primary is None:
+            if contenders:
+                top = max(timeline(n) for n in contenders)
+                winners = [n for n in contenders if timeline(n) == top]
+                if len(winners) == 1:
+                    self.adopt(
+                        winners[0],
+                        None,
+                        f"the only writable primary with the highest timeline ({top})",
+                    )
+                else:
+                    self.condition(
+                        "split_brain:" + ",".join(winners),
+                        "split_brain",
+                        None,
+                        f"writable primaries {', '.join(winners)} on the same timeline {top}:"
+                        " all fenced, an operator must decide",
+                        Severity.CRITICAL,
+                        nodes=winners,
+                        timeline=top,
+                    )
+        else:
+            obs = self.obs(self.primary)
+            own = (
+                obs.timeline
+                if _is_primary(obs) and obs is not None and obs.timeline is not None
+                else self.primary_timeline
+            )
+            outranking = [
+                n
+                for n in contenders
+                if n != self.primary and timeline(n) >= 0 and (own is None or timeline(n) > own)
+            ]
+            if outranking:
+                top = max(timeline(n) for n in outranking)
+                winners = [n for n in outranking if timeline(n) == top]
+                if len(winners) == 1:
+                    old = self.primary
+                    self.adopt(winners[0], old, f"writable on a higher timeline ({top} > {own})")
+                    self.mark_fenced(old, f"{winners[0]} is primary on a higher timeline")
+                    if self.in_flight is not None:
+                        self.abandon(self.in_flight, f"{winners[0]} became primary instead")
+                else:
+                    self.condition(
+                        "split_brain:" + ",".join(winners),
+                        "split_brain",
+                        None,
+                        f"writable primaries {', '.join(winners)} on the same timeline {top}"
+                        f" above {self.primary}'s: fenced, an operator must decide",
+                        Severity.CRITICAL,
+                        nodes=winners,
+                        timeline=top,
+                    )
+        for name in writable:
+            if name == self.primary or name == candidate:
+                continue
+            why = (
+                "fenced earlier and still accepts writes"
+                if name in self.fenced
+                else f"a second writable primary (timeline {timeline(name)}); the primary is"
+                f" {self.primary or 'undecided'}"
+            )
+            self.mark_fenced(name, why)
+            self.act(Fence(name, f"{name} accepts writes but must not: {why}"))
+
+    def adopt(self, name: str, old: str | None, why: str) -> None:
+        self.set_primary(name)
+        self.emit(
+            "primary_adopted",
+            name,
+            f"{name} adopted as primary: {why}",
+            Severity.WARNING if old else Severity.INFO,
+            old_primary=old,
+            timeline=self.primary_timeline,
+        )
+        if old is not None:
+            self.role_change_hook(name, old, self.primary_timeline, "primary changed")
+
+    def consider_failover(self) -> None:
+        primary = self.primary
+        assert primary is not None
+        settings = self.settings
+        health = self.nodes[primary]
+        if not health.sustained_failure(settings.failure_threshold, settings.detection_window_s):
+            if f"primary_failed:{primary}" in self.old.conditions and _is_primary(
+                self.obs(primary)
+            ):
+                self.emit("primary_recovered", primary, f"primary {primary} answers again")
+            return
+        obs = self.obs(primary)
+        span = (health.last_failure_at or 0.0) - (health.first_failure_at or 0.0)
+        self.condition(
+            f"primary_failed:{primary}",
+            "primary_failed",
+            primary,
+            f"primary {primary} failed {health.consecutive_failures} probes over {span:.2f} s",
+            Severity.CRITICAL,
+            failures=health.consecutive_failures,
+            span_s=round(span, 3),
+            error=obs.error if obs is not None else "not probed",
+        )
+        confirmation = confirm_failure(primary, self.view, self.specs, settings)
+        replicas = dict(confirmation.replicas)
+        if confirmation.status == "not_confirmed":
+            self.condition(
+                f"not_confirmed:{primary}",
+                "failure_not_confirmed",
+                primary,
+                f"controller cut off from the primary? replicas still hear {primary}: no failover",
+                Severity.WARNING,
+                replicas=replicas,
+            )
+            return
+        if confirmation.status == "no_replica":
+            self.condition(
+                f"no_replica:{primary}",
+                "failure_not_confirmed",
+                primary,
+                f"no reachable replica can confirm that {primary} is down: no failover",
+                Severity.CRITICAL,
+                replicas=replicas,
+            )
+            return
+        self.condition(
+            f"confirmed:{primary}",
+            "failure_confirmed",
+            primary,
+            f"replicas confirm that {primary} is down",
+            Severity.CRITICAL,
+            replicas=replicas,
+        )
+        ranking = rank_candidates(self.current_state(), self.view, self.specs, settings)
+        figures = [c.as_dict() for c in ranking]
+        eligible = [c for c in ranking if c.eligible]
+        best = eligible[0].node if eligible else None
+        blocked = self.blocked_by(primary)
+        if blocked is not None:
+            key, message = blocked
+            self.condition(
+                f"{key}:{primary}",
+                "manual_failover_needed" if key == "manual" else "failover_blocked",
+                primary,
+                message,
+                Severity.CRITICAL,
+                blocked_by=key,
+                best_candidate=best,
+                candidates=figures,
+            )
+            return
+        if not eligible:
+            self.condition(
+                f"no_candidate:{primary}",
+                "no_candidate",
+                primary,
+                f"no replica can be promoted in place of {primary}: "
+                + "; ".join(c.describe() for c in ranking),
+                Severity.CRITICAL,
+                candidates=figures,
+            )
+            return
+        chosen = eligible[0]
+        reason = _promote_reason(chosen, ranking, primary)
+        if not self.act(Promote(chosen.node, reason, primary, ranking)):
+            return
+        self.in_flight = FailoverInFlight(
+            candidate=chosen.node,
+            old_primary=primary,
+            started_at=self.at,
+            old_timeline=self.primary_timeline,
+            previous_failover_at=self.last_failover_at,
+        )
+        self.last_failover_at = self.at
+        self.emit(
+            "failover_started",
+            chosen.node,
+            reason,
+            Severity.CRITICAL,
+            old_primary=primary,
+            candidates=figures,
+            replicas=replicas,
+        )
+
+    def blocked_by(self, primary: str) -> tuple[str, str] | None:
+        """Why no automatic failover may start now, if anything forbids it."""
+        settings = self.settings
+        if self.old.paused:
+            return "paused", f"primary {primary} is down, but the controller is paused"
+        if primary in self.old.maintenance:
+            return "maintenance", f"primary {primary} is in maintenance: no failover"
+        if settings.mode is FailoverMode.MANUAL:
+            return "manual", f"primary {primary} is down; manual mode: an operator must fail over"
+        if self.last_failover_at is not None and (
+            self.at - self.last_failover_at < settings.cooldown_s
+        ):
+            left = settings.cooldown_s - (self.at - self.last_failover_at)
+            return "cooldown", f"primary {primary} is down, but in cool-down for {left:.0f} s"
+        writable = [n for n in self.names if _writable(self.obs(n))]
+        if writable:
+            return "writable", (
+                f"primary {primary} is down, but {', '.join(writable)} still accept writes:"
+                " waiting for the fence"
+            )
+        return None
+
+    def repoint(self) -> None:
+        primary = self.primary
+        primary_obs = self.obs(primary) if primary else None
+        ready = primary is not None and self.in_flight is None and _is_primary(primary_obs)
+        targets = _node_endpoints(self.specs[primary]) if primary is not None else ()
+        for name in self.names:
+            health = self.nodes[name]
+            obs = self.obs(name)
+            if (
+                not ready
+                or name == primary
+                or name in self.fenced
+                or name in self.old.maintenance
+                or not _is_replica(obs)
+                or obs is None
+            ):
+                if health.misrouted_since is not None:
+                    self.nodes[name] = replace(health, misrouted_since=None)
+                continue
+            receiver = obs.wal_receiver
+            if (
+                receiver is not None
+                and _streaming(receiver)
+                and _receiver_matches(receiver, targets)
+            ):
+                if health.misrouted_since is not None:
+                    self.nodes[name] = replace(health, misrouted_since=None)
+                continue
+            since = health.misrouted_since if health.misrouted_since is not None else obs.at
+            health = replace(health, misrouted_since=since)
+            due = health.last_repoint_at is None or (
+                self.at - health.last_repoint_at >= self.settings.repoint_retry_s
+            )
+            if self.at - since >= self.settings.detection_window_s and due:
+                if receiver is None:
+                    now = "has no WAL receiver"
+                elif receiver.status != "streaming":
+                    now = f"WAL receiver is {receiver.status}"
+                else:
+                    now = f"streams from {receiver.sender_host}:{receiver.sender_port}"
+                assert primary is not None
+                if self.act(
+                    Repoint(
+                        name,
+                        primary,
+                        f"{name} {now} for {self.at - since:.1f} s, not from primary {primary}",
+                    )
+                ):
+                    health = replace(health, last_repoint_at=self.at)
+            self.nodes[name] = health
+
+    def current_state(self) -> ControllerState:
+        return ControllerState(
+            primary=self.primary,
+            primary_timeline=self.primary_timeline,
+            primary_lsn=self.primary_lsn,
+            nodes=dict(self.nodes),
+            paused=self.old.paused,
+            maintenance=self.old.maintenance,
+            fenced=frozenset(self.fenced),
+            last_failover_at=self.last_failover_at,
+            in_flight=self.in_flight,
+            conditions=self.old.conditions,
+        )
+
+    def finish(self) -> Decision:
+        if self.in_flight is not None and not self.primary_changed:
+            # While a failover runs, keep what was reported so nothing repeats after it.
+            keys = set(self.old.conditions) | set(self.conditions)
+        else:
+            keys = set(self.conditions)
+        new_events = [
+            self.conditions[k] for k in sorted(self.conditions) if k not in self.old.conditions
+        ]
+        if self.primary in self.fenced:  # never both; fenced wins
+            self.primary = None
+        state = replace(self.current_state(), conditions=frozenset(keys))
+        actions = () if self.old.paused else tuple(self.actions)
+        return Decision(state, actions, (*self.events, *new_events))
+
+
+def decide(
+    state: ControllerState,
+    view: ClusterView,
+    specs: Sequence[NodeSpec],
+    settings: DecisionSettings,
+) -> Decision:
+    """One round: fold ``view`` into ``state`` and say what to do and why. Pure."""
+    return _Round(state, view, specs, settings).run()
+
+
+def apply_outcome(
+    state: ControllerState,
+    outcome: ActionOutcome,
+    at: float,
+    settings: DecisionSettings | None = None,
+) -> Decision:
+    """Fold the shell's report on an action into the state. Pure.
+
+    A Promote that FAILED (certainly did nothing) clears the in-flight failover,
+    backs the candidate off and lifts the cool-down it started, so another
+    candidate may be tried at once. An UNCERTAIN promote keeps the failover in
+    flight until it is observed or times out. Other failures only produce events:
+    fences and repoints are retried by the rules themselves.
+    """
+    action = outcome.action
+    detail = outcome.detail
+    details: dict[str, Any] = {"status": str(outcome.status), "detail": detail}
+    if isinstance(action, Promote):
+        flight = state.in_flight
+        if flight is None or flight.candidate != action.node:
+            event = Event(
+                "promote_outcome_ignored",
+                action.node,
+                f"outcome of a promote of {action.node} that is not in flight: {detail}",
+                details,
+                Severity.WARNING,
+            )
+            return Decision(state, (), (event,))
+        if outcome.status is OutcomeStatus.SUCCEEDED:
+            new_state = replace(state, in_flight=replace(flight, promote_reported=True))
+            event = Event(
+                "promote_succeeded",
+                action.node,
+                f"{action.node} promoted: {detail}; waiting to observe it as primary",
+                details,
+            )
+            return Decision(new_state, (), (event,))
+        if outcome.status is OutcomeStatus.UNCERTAIN:
+            event = Event(
+                "promote_uncertain",
+                action.node,
+                f"promote of {action.node} may not have taken effect: {detail}; waiting up to"
+                " the promote timeout",
+                details,
+                Severity.WARNING,
+            )
+            return Decision(state, (), (event,))
+        nodes = dict(state.nodes)
+        health = nodes.get(action.node, NodeHealth())
+        backoff = at + (settings or DecisionSettings()).candidate_backoff_s
+        nodes[action.node] = replace(health, backoff_until=backoff)
+        primary = state.primary if state.primary not in state.fenced else None
+        new_state = replace(
+            state,
+            nodes=nodes,
+            in_flight=None,
+            primary=primary,
+            last_failover_at=flight.previous_failover_at,
+        )
+        event = Event(
+            "failover_failed",
+            action.node,
+            f"promote of {action.node} failed: {detail}; it is backed off, another candidate"
+            " may be tried",
+            {**details, "backoff_until": backoff},
+            Severity.CRITICAL,
+        )
+        return Decision(new_state, (), (event,))
+    if outcome.status is OutcomeStatus.SUCCEEDED:
+        return Decision(state)
+    kind = {Repoint: "repoint_failed", Fence: "fence_failed", RunHook: "hook_failed"}[type(action)]
+    severity = Severity.CRITICAL if isinstance(action, Fence) else Severity.WARNING
+    event = Event(
+        kind, action.node, f"{kind.replace('_', ' ')} on {action.node}: {detail}", details, severity
+    )
+    return Decision(state, (), (event,))

@@ -1,0 +1,108 @@
+"""What the decision core remembers between probe rounds.
+
+Plain immutable data: ``decide`` takes one ``ControllerState`` and returns the next.
+The journal seeds the durable parts (known primary, operator flags, last failover)
+after a restart through :func:`initial_state`; everything else is re-derived from
+the cluster within a few rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from hacontrol.model import NodeSpec
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """Probe history of one node, as far as the rules need it."""
+
+    consecutive_failures: int = 0
+    # Observation times of the first and latest failure of the current run of failures.
+    first_failure_at: float | None = None
+    last_failure_at: float | None = None
+    consecutive_successes: int = 0
+    # Declared failed by the sustained-failure rule; cleared after the recovery threshold.
+    down: bool = False
+    # Since when this replica has been seen not streaming from the current primary.
+    misrouted_since: float | None = None
+    last_repoint_at: float | None = None
+    # Not a promotion candidate before this time (after a failed or abandoned promote).
+    backoff_until: float | None = None
+
+    def sustained_failure(self, threshold: int, window_s: float) -> bool:
+        """True when the current run of failures is long enough and spans the window."""
+        if self.consecutive_failures < threshold:
+            return False
+        if self.first_failure_at is None or self.last_failure_at is None:
+            return False
+        return self.last_failure_at - self.first_failure_at >= window_s
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverInFlight:
+    """A Promote that was sent and is not yet observed to have completed."""
+
+    candidate: str
+    old_primary: str
+    started_at: float
+    # The old primary's timeline when the promote was sent: completion means the
+    # candidate is seen as primary on a higher one.
+    old_timeline: int | None
+    # last_failover_at before this attempt; restored when the shell reports that the
+    # promote definitely did nothing, so another candidate may be tried at once.
+    previous_failover_at: float | None
+    promote_reported: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerState:
+    """Everything ``decide`` knows besides the current view. Treat as immutable."""
+
+    primary: str | None = None
+    primary_timeline: int | None = None
+    # Highest WAL position the current primary was seen at (reference for max lag).
+    primary_lsn: int | None = None
+    nodes: Mapping[str, NodeHealth] = field(default_factory=dict)
+    # Operator flags: paused = observe only; maintenance = never promoted, and no
+    # failover away from a primary in maintenance; fenced = needs rejoin, never adopted.
+    paused: bool = False
+    maintenance: frozenset[str] = frozenset()
+    fenced: frozenset[str] = frozenset()
+    last_failover_at: float | None = None
+    in_flight: FailoverInFlight | None = None
+    # Keys of the conditions active after the last round; an event is emitted only
+    # when a condition becomes active, so a fast loop does not flood the journal.
+    conditions: frozenset[str] = frozenset()
+
+    def health(self, node: str) -> NodeHealth:
+        """The probe history of ``node`` (empty if never probed)."""
+        return self.nodes.get(node, NodeHealth())
+
+
+def initial_state(
+    specs: Iterable[NodeSpec],
+    *,
+    known_primary: str | None = None,
+    paused: bool = False,
+    maintenance: Iterable[str] = frozenset(),
+    fenced: Iterable[str] = frozenset(),
+    last_failover_at: float | None = None,
+) -> ControllerState:
+    """The state of a starting controller, optionally seeded from the journal.
+
+    A ``known_primary`` that is not configured any more, or that is fenced, is
+    dropped: the cluster itself then tells which node is primary.
+    """
+    names = {spec.name for spec in specs}
+    fenced_set = frozenset(fenced) & names
+    primary = known_primary if known_primary in names and known_primary not in fenced_set else None
+    return ControllerState(
+        primary=primary,
+        nodes={name: NodeHealth() for name in sorted(names)},
+        paused=paused,
+        maintenance=frozenset(maintenance) & names,
+        fenced=fenced_set,
+        last_failover_at=last_failover_at,
+    )
