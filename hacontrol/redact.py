@@ -41,8 +41,10 @@ _KEY_IN_TEXT = (
 # key=value (libpq, URI query strings, shell environment dumps). A libpq value
 # is either single-quoted (backslash escapes, possibly unterminated) or runs to
 # the next whitespace; an unquoted value cannot hold an unescaped quote.
+# Skips an authorization value already masked by _AUTH_RE (keeps its scheme word).
+_MASKED_AUTH = r"(?!(?:bearer|basic|token|digest)\s+\*\*\*)"
 _KV_RE = re.compile(
-    r"(?P<key>\b(?:" + _KEY_IN_TEXT + r"))(?P<sep>\s*=\s*)"
+    r"(?P<key>\b(?:" + _KEY_IN_TEXT + r"))(?P<sep>\s*=\s*)" + _MASKED_AUTH +
     r"(?P<value>'(?:[^'\\]|\\.)*'?|(?:[^\s'\\]|\\.)+)",
     re.IGNORECASE,
 )
@@ -55,7 +57,7 @@ _QUOTED_KEY_RE = re.compile(
 # password: value / token: value at the start of a line or after a separator
 # (YAML, "key: value" log lines). Values end at whitespace or a separator.
 _COLON_RE = re.compile(
-    r"(?P<key>(?:^|(?<=[\s,;{(]))(?:" + _KEY_IN_TEXT + r"))(?P<sep>:[ \t]*)"
+    r"(?P<key>(?:^|(?<=[\s,;{(]))(?:" + _KEY_IN_TEXT + r"))(?P<sep>:[ \t]*)" + _MASKED_AUTH +
     r"(?P<value>[^\s,;}\])\"']+)",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -118,15 +120,15 @@ def dsn_password(dsn: str) -> str | None:
 def redact_dsn(dsn: str) -> str:
     """A libpq DSN (key/value or URI) with its password replaced by ``***``.
 
-    Pattern redaction is backed by parsing: if the parsed password still shows
-    up in the result (an unusual spelling), every occurrence of it is masked.
+    Pattern redaction is backed by parsing: if the result still parses to a
+    password (an unusual spelling the patterns missed), every occurrence of
+    the original password is masked as well.
     """
     redacted = redact_text(dsn)
     password = dsn_password(dsn)
-    if password:
-        for form in {password, quote(password, safe=""), quote(password)}:
-            if form and form in redacted:
-                redacted = redacted.replace(form, MASK)
+    if password and dsn_password(redacted) not in (None, MASK):
+        for form in sorted({password, quote(password, safe=""), quote(password)}, key=len)[::-1]:
+            redacted = redacted.replace(form, MASK)
     return redacted
 
 

@@ -1,0 +1,612 @@
+"""Configuration loading, validation messages, env overrides and explain()."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hacontrol.config import (
+    Config,
+    ConfigError,
+    check_config,
+    config_from_mapping,
+    detection_delay,
+    explain,
+    load_config,
+)
+from hacontrol.model import DecisionSettings, FailoverMode, NodeSpec
+
+NODES = """
+[[nodes]]
+name = "pg1"
+dsn = "host=10.0.0.1 port=5432 user=hacontrol dbname=postgres"
+
+[[nodes]]
+name = "pg2"
+dsn = "host=10.0.0.2 port=5432 user=hacontrol dbname=postgres"
+priority = 50
+replication_dsn = "host=10.0.0.2 port=5432 user=replicator"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "hacontrol.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env or {})
+    return info.value.problems
+
+
+def one_problem(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
+    found = problems(tmp_path, text, env)
+    assert len(found) == 1, found
+    return found[0]
+
+
+# ---------------------------------------------------------------- defaults
+
+
+def test_nodes_only_file_gets_safe_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NODES), {})
+    assert config.mode is FailoverMode.AUTOMATIC
+    assert config.timing.probe_interval == 0.2
+    assert config.timing.failure_threshold == 3
+    assert config.timing.detection_window == 0.5
+    assert config.postgres.manage_settings is True
+    assert config.hooks.pre_promote == ""
+    assert config.journal == tmp_path.resolve() / "hacontrol-journal.jsonl"
+
+
+def test_decision_settings_match_the_model_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NODES), {})
+    assert config.decision_settings() == DecisionSettings()
+
+
+def test_decision_settings_map_every_field(tmp_path: Path) -> None:
+    text = NODES + """
+mode = "semi-automatic"
+[timing]
+probe_interval = 0.1
+probe_timeout = 0.5
+failure_threshold = 4
+detection_window = 0.4
+replica_silence = 2.5
+recovery_threshold = 5
+cooldown = 60
+promote_timeout = 20
+repoint_retry = 2
+[failover]
+max_lag_bytes = 1024
+failback = true
+failback_delay = 90
+"""
+    # mode must precede the tables in TOML; put it first.
+    text = 'mode = "semi-automatic"\n' + text.replace('mode = "semi-automatic"\n', "")
+    settings = load_config(write(tmp_path, text), {}).decision_settings()
+    assert settings == DecisionSettings(
+        mode=FailoverMode.SEMI_AUTOMATIC,
+        probe_interval_s=0.1,
+        failure_threshold=4,
+        detection_window_s=0.4,
+        replica_silence_s=2.5,
+        recovery_threshold=5,
+        max_lag_bytes=1024,
+        cooldown_s=60,
+        promote_timeout_s=20,
+        repoint_retry_s=2,
+        failback=True,
+        failback_delay_s=90,
+    )
+
+
+def test_node_specs_keep_file_order_and_fields(tmp_path: Path) -> None:
+    specs = load_config(write(tmp_path, NODES), {}).node_specs()
+    assert specs == (
+        NodeSpec("pg1", "host=10.0.0.1 port=5432 user=hacontrol dbname=postgres", 100, None),
+        NodeSpec(
+            "pg2",
+            "host=10.0.0.2 port=5432 user=hacontrol dbname=postgres",
+            50,
+            "host=10.0.0.2 port=5432 user=replicator",
+        ),
+    )
+
+
+def test_managed_settings_in_milliseconds(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NODES), {})
+    assert config.managed_settings_ms() == {
+        "wal_receiver_timeout": 2000,
+        "wal_sender_timeout": 10000,
+    }
+    off = load_config(write(tmp_path, NODES + "[postgres]\nmanage_settings = false\n"), {})
+    assert off.managed_settings_ms() == {}
+
+
+def test_empty_replication_dsn_means_unset(tmp_path: Path) -> None:
+    text = NODES.replace('replication_dsn = "host=10.0.0.2 port=5432 user=replicator"',
+                         'replication_dsn = ""')
+    assert load_config(write(tmp_path, text), {}).nodes[1].replication_dsn is None
+
+
+def test_uri_dsns_are_accepted(tmp_path: Path) -> None:
+    text = """
+[[nodes]]
+name = "a"
+dsn = "postgresql://hacontrol@127.0.0.1:5433/postgres"
+[[nodes]]
+name = "b"
+dsn = "postgresql://hacontrol@127.0.0.1:5434/postgres"
+"""
+    assert [n.name for n in load_config(write(tmp_path, text), {}).nodes] == ["a", "b"]
+
+
+# ---------------------------------------------------------------- journal path
+
+
+def test_relative_journal_resolves_against_the_config_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = tmp_path / "etc"
+    sub.mkdir()
+    path = write(sub, 'journal = "state/journal.jsonl"\n' + NODES)
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("etc") / "hacontrol.toml", {})
+    assert config.journal == sub.resolve() / "state" / "journal.jsonl"
+    assert load_config(path, {}).journal == config.journal
+
+
+def test_absolute_journal_is_kept(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere" / "j.jsonl"
+    config = load_config(write(tmp_path, f'journal = "{target}"\n' + NODES), {})
+    assert config.journal == target
+
+
+def test_journal_from_env_also_resolves_against_the_config_directory(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NODES), {"HACONTROL_JOURNAL": "j2.jsonl"})
+    assert config.journal == tmp_path.resolve() / "j2.jsonl"
+
+
+# ---------------------------------------------------------------- environment
+
+
+def test_env_overrides_win_over_the_file(tmp_path: Path) -> None:
+    text = 'mode = "automatic"\n' + NODES + "[timing]\nprobe_interval = 0.3\ncooldown = 10\n"
+    env = {
+        "HACONTROL_MODE": "manual",
+        "HACONTROL_TIMING__PROBE_INTERVAL": "0.25",
+        "HACONTROL_HOOKS__TIMEOUT": "3",
+        "HACONTROL_POSTGRES__HEARTBEAT": "false",
+    }
+    config = load_config(write(tmp_path, text), env)
+    assert config.mode is FailoverMode.MANUAL
+    assert config.timing.probe_interval == 0.25
+    # keys of the same table that the environment does not set stay from the file
+    assert config.timing.cooldown == 10
+    assert config.hooks.timeout == 3
+    assert config.postgres.heartbeat is False
+
+
+def test_env_names_are_case_insensitive_and_mode_values_too(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NODES), {"hacontrol_mode": "Semi-Automatic"})
+    assert config.mode is FailoverMode.SEMI_AUTOMATIC
+
+
+def test_env_can_supply_nodes_as_json(tmp_path: Path) -> None:
+    env = {
+        "HACONTROL_NODES": '[{"name": "x", "dsn": "host=h1"}, {"name": "y", "dsn": "host=h2"}]'
+    }
+    config = load_config(write(tmp_path, ""), env)
+    assert [n.name for n in config.nodes] == ["x", "y"]
+
+
+def test_process_environment_is_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HACONTROL_TIMING__FAILURE_THRESHOLD", "5")
+    assert load_config(write(tmp_path, NODES)).timing.failure_threshold == 5
+    assert "HACONTROL_TIMING__FAILURE_THRESHOLD" in os.environ
+
+
+def test_unrelated_env_vars_are_ignored(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NODES), {"PGPASSWORD": "x", "HOME": "/root"})
+    assert config.timing.probe_interval == 0.2
+
+
+def test_bad_env_value_names_the_variable(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, NODES, {"HACONTROL_TIMING__PROBE_INTERVAL": "-1"})
+    assert line == (
+        f"{tmp_path / 'hacontrol.toml'}: timing.probe_interval "
+        "(set by HACONTROL_TIMING__PROBE_INTERVAL): must be greater than 0 (got '-1')"
+    )
+
+
+def test_unknown_nested_env_key_is_reported(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, NODES, {"HACONTROL_HOOKS__TIMEUT": "3"})
+    assert "hooks.timeut (set by HACONTROL_HOOKS__TIMEUT): unknown key; allowed keys: " in line
+    assert "pre_promote, fence, on_role_change, timeout" in line
+
+
+def test_env_nodes_not_json(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, NODES, {"HACONTROL_NODES": "[{"})
+    assert "nodes (set by HACONTROL_NODES): not valid JSON" in line
+    assert "Traceback" not in line
+
+
+# ---------------------------------------------------------------- file problems
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert info.value.problems == [f"{path}: configuration file not found"]
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, {})
+    assert info.value.problems == [f"{tmp_path}: is a directory, not a configuration file"]
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, NODES)
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    # Running as root bypasses file modes, so simulate the failing read.
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert info.value.problems == [
+        f"{path}: cannot read the configuration file: permission denied"
+    ]
+
+
+def test_toml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, NODES + "\n[timing\nprobe_interval = 1\n")
+    # NODES has 10 lines and ends with a newline; the blank line is 11, "[timing" is 12.
+    assert line == (
+        f"{tmp_path / 'hacontrol.toml'}: TOML syntax error at line 12, column 8: "
+        "Expected ']' at the end of a table declaration"
+    )
+
+
+def test_toml_error_at_end_of_document(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, NODES + 'mode = "manual')
+    assert "TOML syntax error" in line
+    assert "line" in line or "end of the file" in line
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "hacontrol.toml"
+    path.write_bytes(b'mode = "manual"\n# \xff\xfe\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert info.value.problems == [f"{path}: line 2: not valid UTF-8 text"]
+
+
+def test_empty_file_needs_nodes(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, "")
+    assert line.endswith("nodes: missing; at least 2 [[nodes]] tables (name, dsn) are required")
+
+
+def test_one_node_is_not_enough(tmp_path: Path) -> None:
+    text = '[[nodes]]\nname = "a"\ndsn = "host=x"\n'
+    line = one_problem(tmp_path, text)
+    assert line.endswith("nodes: at least 2 nodes are required, a primary and a replica (got 1)")
+
+
+# ---------------------------------------------------------------- field rules
+
+LABEL = "hacontrol.toml"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("timing.probe_interval", "-1", "must be greater than 0 (got -1)"),
+        ("timing.probe_interval", "0", "must be greater than 0 (got 0)"),
+        ("timing.probe_timeout", "0", "must be greater than 0 (got 0)"),
+        ("timing.failure_threshold", "0", "must be at least 1 (got 0)"),
+        ("timing.failure_threshold", "2.5", "must be a whole number (got 2.5)"),
+        ("timing.failure_threshold", '"x"', "must be a whole number (got 'x')"),
+        ("timing.detection_window", "-0.5", "must be at least 0 (got -0.5)"),
+        ("timing.replica_silence", "0", "must be greater than 0 (got 0)"),
+        ("timing.recovery_threshold", "0", "must be at least 1 (got 0)"),
+        ("timing.cooldown", "-1", "must be at least 0 (got -1)"),
+        ("timing.promote_timeout", "0", "must be greater than 0 (got 0)"),
+        ("timing.repoint_retry", "0", "must be greater than 0 (got 0)"),
+        ("failover.max_lag_bytes", "-1", "must be at least 0 (got -1)"),
+        ("failover.failback", '"maybe"', "must be true or false (got 'maybe')"),
+        ("failover.failback_delay", "-1", "must be at least 0 (got -1)"),
+        ("postgres.wal_receiver_timeout", "0", "must be at least 0.001 (got 0)"),
+        ("postgres.wal_sender_timeout", "0", "must be at least 0.001 (got 0)"),
+        ("postgres.heartbeat", "2", "must be true or false (got 2)"),
+        ("hooks.timeout", "0", "must be greater than 0 (got 0)"),
+        ("hooks.fence", "1", "must be a string (got 1)"),
+    ],
+)
+def test_field_constraints(tmp_path: Path, key: str, value: str, expected: str) -> None:
+    section, name = key.split(".")
+    line = one_problem(tmp_path, NODES + f"[{section}]\n{name} = {value}\n")
+    assert line == f"{tmp_path / LABEL}: {key}: {expected}"
+
+
+def test_bad_mode_lists_allowed_values(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, 'mode = "auto"\n' + NODES)
+    assert line == (
+        f"{tmp_path / LABEL}: mode: must be one of: automatic, semi-automatic, manual (got 'auto')"
+    )
+
+
+def test_unknown_key_lists_allowed_keys(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, NODES + "[timing]\nprobe_intervl = 0.2\n")
+    assert line == (
+        f"{tmp_path / LABEL}: timing.probe_intervl: unknown key; allowed keys: probe_interval, "
+        "probe_timeout, failure_threshold, detection_window, replica_silence, "
+        "recovery_threshold, cooldown, promote_timeout, repoint_retry"
+    )
+
+
+def test_unknown_top_level_key_and_section(tmp_path: Path) -> None:
+    found = problems(tmp_path, 'colour = "blue"\n' + NODES + "[apii]\nx = 1\n")
+    assert len(found) == 2
+    assert all(": unknown key; allowed keys: mode, journal, nodes, timing" in p for p in found)
+    assert found[0].startswith(f"{tmp_path / LABEL}: colour: ")
+    assert found[1].startswith(f"{tmp_path / LABEL}: apii: ")
+
+
+def test_unknown_node_key(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, NODES + "prio = 3\n")
+    assert line == (
+        f"{tmp_path / LABEL}: nodes[1].prio: unknown key; allowed keys: "
+        "name, dsn, priority, replication_dsn"
+    )
+
+
+def test_section_given_as_a_value(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, "timing = 5\n" + NODES)
+    assert line == f"{tmp_path / LABEL}: timing: must be a table ([section]) (got 5)"
+
+
+def test_negative_priority(tmp_path: Path) -> None:
+    text = NODES.replace("priority = 50", "priority = -1")
+    line = one_problem(tmp_path, text)
+    assert line == f"{tmp_path / LABEL}: nodes[1].priority: must be at least 0 (got -1)"
+
+
+def test_missing_node_keys(tmp_path: Path) -> None:
+    found = problems(tmp_path, NODES + '[[nodes]]\npriority = 1\n')
+    assert found == [
+        f"{tmp_path / LABEL}: nodes[2].name: required key is missing",
+        f"{tmp_path / LABEL}: nodes[2].dsn: required key is missing",
+    ]
+
+
+@pytest.mark.parametrize("name", ["", "has space", "-lead", "a" * 64, "é"])
+def test_invalid_node_names(tmp_path: Path, name: str) -> None:
+    line = one_problem(tmp_path, NODES.replace('name = "pg2"', f'name = "{name}"'))
+    assert line.startswith(f"{tmp_path / LABEL}: nodes[1].name: invalid node name ")
+    assert "allowed: 1-63 letters, digits" in line
+
+
+def test_duplicate_node_names(tmp_path: Path) -> None:
+    text = NODES + '[[nodes]]\nname = "pg1"\ndsn = "host=10.0.0.3"\n'
+    line = one_problem(tmp_path, text)
+    assert line == (
+        f"{tmp_path / LABEL}: nodes[2].name: duplicate node name 'pg1' (also nodes[0]); "
+        "node names must be unique"
+    )
+
+
+def test_two_nodes_on_the_same_server(tmp_path: Path) -> None:
+    text = NODES.replace("host=10.0.0.2 port=5432 user=hacontrol", "host=10.0.0.1 user=other")
+    line = one_problem(tmp_path, text)
+    assert line == (
+        f"{tmp_path / LABEL}: nodes[1].dsn: points at the same server (10.0.0.1:5432) as "
+        "nodes[0] ('pg1'); each node is one server"
+    )
+
+
+def test_node_dsn_must_name_one_host(tmp_path: Path) -> None:
+    text = NODES.replace("host=10.0.0.2 port=5432", "host=10.0.0.2,10.0.0.3 port=5432,5432")
+    found = problems(tmp_path, text)
+    assert [p.split(": ", 1)[1] for p in found] == [
+        "nodes[1].dsn: names 2 hosts; a node's DSN must name exactly one server",
+        "nodes[1].replication_dsn: names 2 hosts; a node's DSN must name exactly one server",
+    ]
+
+
+@pytest.mark.parametrize("dsn", ["", "   ", "host=h port", "host='unterminated", "nonsense"])
+def test_unparseable_dsn(tmp_path: Path, dsn: str) -> None:
+    text = NODES.replace('dsn = "host=10.0.0.2 port=5432 user=hacontrol dbname=postgres"',
+                         f'dsn = "{dsn}"')
+    line = one_problem(tmp_path, text)
+    assert line.startswith(f"{tmp_path / LABEL}: nodes[1].dsn: ")
+    assert "libpq connection string" in line
+
+
+def test_unparseable_replication_dsn(tmp_path: Path) -> None:
+    text = NODES.replace("user=replicator", "user")
+    line = one_problem(tmp_path, text)
+    assert line.startswith(f"{tmp_path / LABEL}: nodes[1].replication_dsn: not a valid libpq")
+
+
+def test_bad_dsn_message_never_shows_the_password(tmp_path: Path) -> None:
+    text = NODES.replace(
+        'dsn = "host=10.0.0.2 port=5432 user=hacontrol dbname=postgres"',
+        "dsn = \"host=10.0.0.2 password=Sup3rSecret garbage\"",
+    )
+    line = one_problem(tmp_path, text)
+    assert "Sup3rSecret" not in line
+    assert "garbage" not in line  # a password may be split by the parse error
+    assert 'missing "="' in line
+
+
+def test_detection_window_must_cover_one_interval(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, NODES + "[timing]\nprobe_interval = 1.0\ndetection_window = 0.5\n")
+    assert line == (
+        f"{tmp_path / LABEL}: timing.detection_window: must be at least timing.probe_interval "
+        "(1 s) (got 0.5)"
+    )
+
+
+def test_replica_silence_must_exceed_half_the_receiver_timeout(tmp_path: Path) -> None:
+    text = NODES + "[timing]\nreplica_silence = 1.5\n"
+    line = one_problem(tmp_path, text)
+    assert line == (
+        f"{tmp_path / LABEL}: timing.replica_silence: must be greater than "
+        "postgres.wal_receiver_timeout / 2 + 0.5 s = 1.5 s, or an idle but healthy primary "
+        "looks lost to its replicas (got 1.5)"
+    )
+    # Not managed: the rule cannot be checked here (a warning in explain instead).
+    unmanaged = text + "[postgres]\nmanage_settings = false\n"
+    assert load_config(write(tmp_path, unmanaged), {}).timing.replica_silence == 1.5
+
+
+def test_many_problems_are_all_reported_one_line_each(tmp_path: Path) -> None:
+    text = 'mode = "x"\n' + NODES.replace("priority = 50", "priority = -2") + (
+        "[timing]\nprobe_interval = 0\nfailure_threshold = 0\n[hooks]\ntimeout = -1\n"
+    )
+    found = problems(tmp_path, text)
+    keys = [p.split(": ")[1] for p in found]
+    assert keys == [
+        "mode",
+        "nodes[1].priority",
+        "timing.probe_interval",
+        "timing.failure_threshold",
+        "hooks.timeout",
+    ]
+    assert all("\n" not in p and "Traceback" not in p for p in found)
+
+
+def test_config_error_text_is_the_problem_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, 'mode = "x"\n[timing]\nprobe_interval = 0\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    assert str(info.value) == "\n".join(info.value.problems)
+    assert len(info.value.problems) == 3
+
+
+def test_direct_construction_checks_cross_field_rules() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(
+            {"nodes": [{"name": "a", "dsn": "host=x"}, {"name": "a", "dsn": "host=y"}]},
+            source="inline",
+        )
+    assert info.value.problems == [
+        "inline: nodes[1].name: duplicate node name 'a' (also nodes[0]); node names must be unique"
+    ]
+
+
+def test_config_from_mapping_ignores_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HACONTROL_MODE", "manual")
+    config = config_from_mapping(
+        {"nodes": [{"name": "a", "dsn": "host=x"}, {"name": "b", "dsn": "host=y"}]}
+    )
+    assert config.mode is FailoverMode.AUTOMATIC
+    assert isinstance(config, Config)
+
+
+# ---------------------------------------------------------------- explain / check_config
+
+
+def test_detection_delay() -> None:
+    def delay(interval: float, threshold: int, window: float) -> float:
+        data = {
+            "nodes": [{"name": "a", "dsn": "host=x"}, {"name": "b", "dsn": "host=y"}],
+            "timing": {
+                "probe_interval": interval,
+                "failure_threshold": threshold,
+                "detection_window": window,
+            },
+        }
+        return round(detection_delay(config_from_mapping(data)), 6)
+
+    assert delay(0.2, 3, 0.5) == 0.6  # the window rules: 4 probes
+    assert delay(0.2, 3, 0.4) == 0.4  # exactly 3 probes span 0.4 s
+    assert delay(0.1, 5, 0.2) == 0.4  # the count rules
+    assert delay(1.0, 1, 1.0) == 1.0
+
+
+def test_explain_summarises_the_configuration(tmp_path: Path) -> None:
+    text = (
+        'mode = "semi-automatic"\n'
+        + NODES.replace("priority = 50", "priority = 0")
+        + '[hooks]\npre_promote = "/usr/local/bin/stonith --host $HACONTROL_OLD_PRIMARY"\n'
+    )
+    config = load_config(write(tmp_path, text), {})
+    out = explain(config)
+    assert "mode: semi-automatic: fails over by itself, never fails back on its own" in out
+    assert "pg1  priority 100" in out
+    assert "pg2  never promoted" in out
+    assert (
+        "declared failed after 3 failed probes spanning >= 0.5 s, about 0.6 s (4 probes) at a "
+        "0.2 s interval, then confirmed by the replicas" in out
+    )
+    assert "at most 16 MiB behind; most WAL first, then priority, then name" in out
+    assert "pre_promote: /usr/local/bin/stonith --host $HACONTROL_OLD_PRIMARY" in out
+    assert "fence: (none)" in out
+    assert "wal_receiver_timeout = 2000ms, wal_sender_timeout = 10000ms" in out
+    assert f"journal: {tmp_path.resolve() / 'hacontrol-journal.jsonl'}" in out
+    assert "only pg1 has priority > 0" in out
+
+
+def test_explain_redacts_and_warns_about_passwords(tmp_path: Path) -> None:
+    text = NODES.replace(
+        "host=10.0.0.1 port=5432 user=hacontrol dbname=postgres",
+        "host=10.0.0.1 port=5432 user=hacontrol password=Hunter2pw",
+    ).replace("user=replicator", "user=replicator password='repl pw'")
+    text = text.replace(
+        "host=10.0.0.2 port=5432 user=hacontrol dbname=postgres",
+        "postgresql://hacontrol:UriSecret9@10.0.0.2:5432/postgres",
+    )
+    out = explain(load_config(write(tmp_path, text), {}))
+    for secret in ("Hunter2pw", "repl pw", "UriSecret9"):
+        assert secret not in out
+    assert "password=***" in out
+    assert "postgresql://hacontrol:***@10.0.0.2" in out
+    assert out.count("use a libpq passfile") == 3
+    assert "nodes[1].replication_dsn (pg2): a password is written in the DSN" in out
+
+
+def test_explain_warns_about_unmanaged_settings_and_failback_outside_automatic(
+    tmp_path: Path,
+) -> None:
+    text = 'mode = "manual"\n' + NODES + (
+        "[failover]\nfailback = true\n[postgres]\nmanage_settings = false\nheartbeat = false\n"
+    )
+    out = explain(load_config(write(tmp_path, text), {}))
+    assert "mode: manual: detects and alerts only" in out
+    assert "postgres.manage_settings is off" in out
+    assert "below 2 × (timing.replica_silence − 0.5 s) = 5 s" in out
+    assert "postgres.heartbeat is off" in out
+    assert "failover.failback has no effect in manual mode" in out
+    assert "not managed (the nodes keep their own)" in out
+
+
+def test_explain_without_warnings(tmp_path: Path) -> None:
+    out = explain(load_config(write(tmp_path, NODES), {}))
+    assert "warnings:" not in out
+    assert "no automatic failback" in out
+
+
+def test_check_config_exit_codes(tmp_path: Path) -> None:
+    good = write(tmp_path, NODES, "good.toml")
+    bad = write(tmp_path, NODES + "[timing]\nprobe_interval = -1\n", "bad.toml")
+    code, text = check_config(good, {})
+    assert code == 0
+    assert text.startswith("mode: automatic")
+    code, text = check_config(bad, {})
+    assert code == 2
+    assert text == f"{bad}: timing.probe_interval: must be greater than 0 (got -1)"
