@@ -402,7 +402,9 @@ class _Round:
         if self.in_flight is not None:
             self.follow_in_flight()
         self.arbitrate()
-        if self.in_flight is None and self.primary is not None and not self.primary_changed:
+        # A round that began with a failover in flight never starts another, even if
+        # that one was abandoned just now: its promote may still land.
+        if self.old.in_flight is None and self.primary is not None and not self.primary_changed:
             self.consider_failover()
         self.repoint()
         if self.primary is None and self.in_flight is None:

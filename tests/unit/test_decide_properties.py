@@ -1,0 +1,485 @@
+"""Property tests: random cluster histories through decide, safety rules checked every step.
+
+A small world model (nodes that crash, hang, come back, get cut off from the
+controller only, get promoted behind the controller's back, ...) produces the views;
+the actions decide emits are carried out on the world with random outcomes that
+are reported back through apply_outcome. Independent bookkeeping here (not the
+core's own counters) checks each rule at every step.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hacontrol.actions import (
+    Action,
+    ActionOutcome,
+    Decision,
+    Fence,
+    OutcomeStatus,
+    Promote,
+    Repoint,
+    RunHook,
+)
+from hacontrol.decide import apply_outcome, decide
+from hacontrol.model import (
+    ClusterView,
+    DecisionSettings,
+    FailoverMode,
+    NodeSpec,
+    Observation,
+    Role,
+    WalReceiver,
+)
+from hacontrol.state import ControllerState, initial_state
+from tests.unit.test_decide_support import BASE_LSN, PORTS, spec
+
+NAMES = ("pg1", "pg2", "pg3", "pg4")
+WAL_RECEIVER_TIMEOUT_S = 5.0  # in the world: a hung upstream's receivers give up after this
+
+# mutation codes
+(
+    NOTHING,
+    KILL,
+    HANG,
+    REVIVE,
+    WRITE,
+    CUT,
+    PAUSE,
+    MAINTENANCE,
+    ROGUE_PROMOTE,
+    REJOIN,
+    FLAP,
+) = range(11)
+EVENT_WEIGHTS = (30, 6, 4, 6, 15, 3, 2, 2, 1, 3, 3)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Everything random about one step, drawn up front (shrinks well)."""
+
+    dt: float
+    event: int
+    target: int
+    flakes: int  # bit i set: the probe of node i fails this round
+    outcome: int  # how a Promote sent this round turns out (0..3)
+    delay: int  # steps a delayed promote takes
+    amount: int  # WAL written / replica lag in bytes
+    fence_works: bool
+
+
+@dataclass(frozen=True)
+class Scenario:
+    priorities: tuple[int, ...]
+    settings: DecisionSettings
+    steps: tuple[StepPlan, ...]
+
+
+@dataclass
+class WNode:
+    name: str
+    role: Role
+    timeline: int = 1
+    lsn: int = BASE_LSN
+    read_only: bool = False
+    upstream: str | None = None
+    alive: bool = True
+    hung_since: float | None = None
+
+
+@dataclass
+class Tracker:
+    """Independent bookkeeping of probe runs and promotes, from the views alone."""
+
+    # times of the current run of "not a reachable primary" probes, per node
+    not_primary_run: dict[str, list[float]] = field(default_factory=dict)
+    # count of consecutive reachable probes with a known role, per node
+    healthy_run: dict[str, int] = field(default_factory=dict)
+    # times of promotes that were not reported FAILED
+    promote_times: list[float] = field(default_factory=list)
+    promotes: int = 0
+    completions: int = 0
+    fences: int = 0
+
+    def observe(self, view: ClusterView) -> None:
+        for name in NAMES:
+            obs = view.get(name)
+            is_primary = obs is not None and obs.reachable and obs.role is Role.PRIMARY
+            run = self.not_primary_run.setdefault(name, [])
+            if is_primary:
+                run.clear()
+            else:
+                run.append(obs.at if obs is not None else view.at)
+            healthy = obs is not None and obs.reachable and obs.role is not Role.UNKNOWN
+            self.healthy_run[name] = self.healthy_run.get(name, 0) + 1 if healthy else 0
+
+
+class World:
+    """A toy cluster that evolves by the plan and carries out actions."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.specs = tuple(
+            spec(n, priority=p) for n, p in zip(NAMES, scenario.priorities, strict=True)
+        )
+        self.nodes = {n: WNode(n, Role.REPLICA, read_only=True, upstream="pg1") for n in NAMES}
+        self.nodes["pg1"] = WNode("pg1", Role.PRIMARY)
+        self.cut: set[str] = set()
+        self.pending: dict[str, int] = {}
+        self.flap: str | None = None
+        self.t = 0.0
+
+    def max_timeline(self) -> int:
+        return max(n.timeline for n in self.nodes.values())
+
+    def promote(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.alive and node.role is Role.REPLICA:
+            node.role, node.timeline = Role.PRIMARY, self.max_timeline() + 1
+            node.read_only, node.upstream = False, None
+
+    def mutate(self, plan: StepPlan, state: ControllerState) -> ControllerState:
+        target = NAMES[plan.target % len(NAMES)]
+        node = self.nodes[target]
+        self.flap = None
+        if plan.event == KILL:
+            node.alive, node.hung_since = False, None
+        elif plan.event == HANG and node.alive:
+            node.hung_since = node.hung_since if node.hung_since is not None else self.t
+        elif plan.event == REVIVE:
+            node.alive, node.hung_since = True, None
+        elif plan.event == WRITE:
+            for n in self.nodes.values():
+                if n.role is Role.PRIMARY and n.alive and n.hung_since is None and not n.read_only:
+                    n.lsn += plan.amount
+        elif plan.event == CUT:
+            self.cut ^= {target}
+        elif plan.event == PAUSE:
+            state = replace(state, paused=not state.paused)
+        elif plan.event == MAINTENANCE:
+            state = replace(state, maintenance=state.maintenance ^ {target})
+        elif plan.event == ROGUE_PROMOTE:
+            self.promote(target)
+        elif plan.event == REJOIN and node.role is Role.PRIMARY:
+            leader = state.primary if state.primary and state.primary != target else None
+            if leader is not None:
+                node.role, node.read_only, node.upstream = Role.REPLICA, True, leader
+                node.timeline = self.nodes[leader].timeline
+        elif plan.event == FLAP:
+            self.flap = target
+        for name in list(self.pending):
+            self.pending[name] -= 1
+            if self.pending[name] <= 0:
+                del self.pending[name]
+                self.promote(name)
+        return state
+
+    def receiver(self, node: WNode, plan: StepPlan) -> WalReceiver | None:
+        up = self.nodes.get(node.upstream) if node.upstream else None
+        if up is None or not up.alive:
+            return None
+        port = PORTS[up.name]
+        if up.hung_since is not None:
+            silent = self.t - up.hung_since
+            if silent >= WAL_RECEIVER_TIMEOUT_S:
+                return WalReceiver("waiting", None, None, None)
+            return WalReceiver("streaming", "127.0.0.1", port, silent)
+        if self.flap == node.name:
+            return WalReceiver("starting", "127.0.0.1", port, None)
+        node.lsn = max(node.lsn, up.lsn - plan.amount % 4096)
+        node.timeline = (
+            max(node.timeline, up.timeline) if up.role is Role.PRIMARY else node.timeline
+        )
+        return WalReceiver("streaming", "127.0.0.1", port, 0.05)
+
+    def view(self, plan: StepPlan) -> ClusterView:
+        observations = {}
+        for i, name in enumerate(NAMES):
+            node = self.nodes[name]
+            row = self.receiver(node, plan) if node.role is Role.REPLICA else None
+            failed = (
+                not node.alive
+                or node.hung_since is not None
+                or name in self.cut
+                or bool(plan.flakes >> i & 1)
+            )
+            if failed:
+                observations[name] = Observation(name, self.t, False, error="timeout")
+            elif node.role is Role.PRIMARY:
+                observations[name] = Observation(
+                    name,
+                    self.t,
+                    True,
+                    role=Role.PRIMARY,
+                    timeline=node.timeline,
+                    current_lsn=node.lsn,
+                    read_only=node.read_only,
+                )
+            else:
+                observations[name] = Observation(
+                    name,
+                    self.t,
+                    True,
+                    role=Role.REPLICA,
+                    timeline=node.timeline,
+                    receive_lsn=node.lsn,
+                    replay_lsn=node.lsn,
+                    read_only=True,
+                    wal_receiver=row,
+                )
+        return ClusterView(self.t, observations)
+
+    def carry_out(self, action: Action, plan: StepPlan) -> ActionOutcome:
+        if isinstance(action, Promote):
+            node = self.nodes[action.node]
+            usable = node.alive and node.hung_since is None and node.role is Role.REPLICA
+            if plan.outcome == 0 and usable:
+                self.promote(action.node)
+                return ActionOutcome(action, OutcomeStatus.SUCCEEDED, "promoted")
+            if plan.outcome == 1 and usable:
+                self.pending[action.node] = plan.delay
+                return ActionOutcome(action, OutcomeStatus.UNCERTAIN, "slow")
+            if plan.outcome == 3:
+                return ActionOutcome(action, OutcomeStatus.UNCERTAIN, "lost")
+            return ActionOutcome(action, OutcomeStatus.FAILED, "cannot connect")
+        node = self.nodes[action.node]
+        reachable = node.alive and node.hung_since is None
+        if isinstance(action, Fence) and reachable and plan.fence_works:
+            node.read_only = True
+            return ActionOutcome(action, OutcomeStatus.SUCCEEDED)
+        if isinstance(action, Repoint) and reachable and node.role is Role.REPLICA:
+            node.upstream = action.primary
+            return ActionOutcome(action, OutcomeStatus.SUCCEEDED)
+        if isinstance(action, RunHook):
+            return ActionOutcome(action, OutcomeStatus.SUCCEEDED)
+        return ActionOutcome(action, OutcomeStatus.FAILED, "unreachable")
+
+
+def _writable(obs: Observation | None) -> bool:
+    return (
+        obs is not None and obs.reachable and obs.role is Role.PRIMARY and obs.read_only is not True
+    )
+
+
+def check_step(
+    scenario: Scenario,
+    specs: tuple[NodeSpec, ...],
+    before: ControllerState,
+    view: ClusterView,
+    decision: Decision,
+    tracker: Tracker,
+) -> None:
+    """Every safety rule, for one round."""
+    s = scenario.settings
+    by_name = {x.name: x for x in specs}
+    again = decide(before, view, specs, s)
+    assert again == decision, "decide is not deterministic"
+    after = decision.state
+    assert after.primary is None or after.primary not in after.fenced
+    if before.paused:
+        assert decision.actions == (), "actions while paused"
+    promotes = [a for a in decision.actions if isinstance(a, Promote)]
+    assert len(promotes) <= 1
+    # every writable primary other than the primary (or the node being promoted) is fenced
+    if not before.paused:
+        fenced_now = {a.node for a in decision.actions if isinstance(a, Fence)}
+        flight = after.in_flight.candidate if after.in_flight else None
+        for name, obs in view.observations.items():
+            if _writable(obs) and name not in (after.primary, flight):
+                assert name in fenced_now, f"writable {name} left unfenced"
+                assert name in after.fenced
+    if not promotes:
+        return
+    (p,) = promotes
+    tracker.promotes += 1
+    old = before.primary
+    assert old is not None and p.old_primary == old
+    assert before.in_flight is None, "second failover while one is in flight"
+    assert after.in_flight is not None and after.in_flight.candidate == p.node
+    assert s.mode is not FailoverMode.MANUAL
+    assert old not in before.maintenance
+    # never while any writable primary is seen
+    assert not any(_writable(o) for o in view.observations.values()), "promote beside a primary"
+    # the candidate
+    chosen = view.get(p.node)
+    assert chosen is not None and chosen.reachable and chosen.role is Role.REPLICA
+    assert by_name[p.node].priority > 0
+    assert p.node not in before.maintenance and p.node not in before.fenced
+    backoff = before.health(p.node).backoff_until
+    assert backoff is None or view.at >= backoff
+    assert tracker.healthy_run[p.node] >= s.recovery_threshold
+    positions = [
+        o.wal_position
+        for o in view.observations.values()
+        if o.reachable and o.role is Role.REPLICA and o.wal_position is not None
+    ]
+    reference = max([*positions, *([before.primary_lsn] if before.primary_lsn else [])])
+    assert chosen.wal_position is not None and reference - chosen.wal_position <= s.max_lag_bytes
+    # most WAL among the eligible: nobody eligible in the reason has more
+    for c in p.candidates:
+        if c.eligible and c.node != p.node:
+            assert (c.wal_position or 0) <= chosen.wal_position
+    # the failure rule, from the views alone
+    run = tracker.not_primary_run[old]
+    assert len(run) >= s.failure_threshold, "promote before N failures"
+    assert run[-1] - run[-len(run)] >= s.detection_window_s, "promote before the window"
+    # the confirmation rule: no reachable replica still hears the old primary
+    confirms = 0
+    for name, o in view.observations.items():
+        if name == old or not o.reachable or o.role is not Role.REPLICA:
+            continue
+        r = o.wal_receiver
+        if (
+            r is None
+            or r.status != "streaming"
+            or (r.last_msg_age_s is not None and r.last_msg_age_s > s.replica_silence_s)
+        ):
+            confirms += 1
+            continue
+        assert r.sender_port is not None and r.sender_port != PORTS[old], (
+            f"{name} still hears {old}"
+        )
+    assert confirms >= 1, "no replica confirmed"
+    # cool-down
+    for t in tracker.promote_times:
+        assert view.at - t >= s.cooldown_s, "promote within the cool-down"
+
+
+def run_scenario(scenario: Scenario) -> Tracker:
+    """Feed the scenario through decide/apply_outcome, checking every step."""
+    world = World(scenario)
+    specs = world.specs
+    s = scenario.settings
+    state = initial_state(specs)
+    tracker = Tracker()
+    for plan in scenario.steps:
+        world.t = round(world.t + plan.dt, 3)
+        state = world.mutate(plan, state)
+        view = world.view(plan)
+        tracker.observe(view)
+        before = state
+        decision = decide(state, view, specs, s)
+        check_step(scenario, specs, before, view, decision, tracker)
+        state = decision.state
+        if before.primary != state.primary and state.primary is not None:
+            tracker.completions += 1
+        for action in decision.actions:
+            if isinstance(action, Fence):
+                tracker.fences += 1
+            outcome = world.carry_out(action, plan)
+            if isinstance(action, Promote) and outcome.status is not OutcomeStatus.FAILED:
+                tracker.promote_times.append(view.at)
+            reported = apply_outcome(state, outcome, world.t, s)
+            assert reported.actions == ()
+            state = reported.state
+            assert state.in_flight is None or state.in_flight.candidate in world.nodes
+    return tracker
+
+
+# --------------------------------------------------------------------------- generators
+
+
+def settings_strategy() -> st.SearchStrategy[DecisionSettings]:
+    return st.builds(
+        DecisionSettings,
+        mode=st.sampled_from(list(FailoverMode)),
+        failure_threshold=st.integers(1, 4),
+        detection_window_s=st.sampled_from([0.0, 0.3, 0.5, 1.5]),
+        recovery_threshold=st.integers(1, 4),
+        replica_silence_s=st.sampled_from([1.0, 3.0]),
+        max_lag_bytes=st.sampled_from([0, 2048, 16 * 1024 * 1024]),
+        cooldown_s=st.sampled_from([0.0, 5.0, 60.0]),
+        promote_timeout_s=st.sampled_from([1.0, 4.0]),
+        repoint_retry_s=st.sampled_from([0.5, 5.0]),
+        candidate_backoff_s=st.sampled_from([0.0, 3.0]),
+    )
+
+
+def plan_strategy() -> st.SearchStrategy[StepPlan]:
+    events = [code for code, weight in enumerate(EVENT_WEIGHTS) for _ in range(weight)]
+    return st.builds(
+        StepPlan,
+        dt=st.sampled_from([0.05, 0.2, 0.2, 0.2, 0.5, 1.0, 2.5]),
+        event=st.sampled_from(events),
+        target=st.integers(0, len(NAMES) - 1),
+        flakes=st.integers(0, 15).map(lambda b: b if b < 4 else 0),
+        outcome=st.integers(0, 3),
+        delay=st.integers(1, 6),
+        amount=st.sampled_from([0, 100, 5000, 1 << 20]),
+        fence_works=st.booleans(),
+    )
+
+
+scenarios = st.builds(
+    Scenario,
+    priorities=st.tuples(*(st.sampled_from([0, 50, 100, 100]) for _ in NAMES)),
+    settings=settings_strategy(),
+    steps=st.lists(plan_strategy(), min_size=1, max_size=60).map(tuple),
+)
+
+
+@settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(scenarios)
+def test_safety_rules_hold_for_random_histories(scenario: Scenario) -> None:
+    run_scenario(scenario)
+
+
+def random_scenario(rng: random.Random, mode: FailoverMode) -> Scenario:
+    events = [code for code, weight in enumerate(EVENT_WEIGHTS) for _ in range(weight)]
+    steps = tuple(
+        StepPlan(
+            dt=rng.choice([0.05, 0.2, 0.2, 0.2, 0.5, 1.0, 2.5]),
+            event=rng.choice(events),
+            target=rng.randrange(len(NAMES)),
+            flakes=rng.choice([0, 0, 0, 0, 1, 2, 4, 8]),
+            outcome=rng.choice([0, 0, 1, 2, 3]),
+            delay=rng.randint(1, 6),
+            amount=rng.choice([0, 100, 5000]),
+            fence_works=rng.random() < 0.8,
+        )
+        for _ in range(rng.randint(20, 120))
+    )
+    return Scenario(
+        priorities=tuple(rng.choice([0, 100, 100, 100]) for _ in NAMES),
+        settings=DecisionSettings(
+            mode=mode,
+            failure_threshold=rng.randint(1, 4),
+            detection_window_s=rng.choice([0.0, 0.5, 1.0]),
+            recovery_threshold=rng.randint(1, 3),
+            cooldown_s=rng.choice([0.0, 5.0, 30.0]),
+            promote_timeout_s=rng.choice([1.0, 4.0]),
+            candidate_backoff_s=rng.choice([0.0, 3.0]),
+        ),
+        steps=steps,
+    )
+
+
+def test_seeded_histories_hold_the_rules_and_do_fail_over() -> None:
+    """The same checks over many seeded histories, and proof they are not vacuous:
+    failovers do start, complete, and fences are sent."""
+    rng = random.Random(20240611)
+    totals = Tracker()
+    for i in range(300):
+        mode = (FailoverMode.AUTOMATIC, FailoverMode.SEMI_AUTOMATIC)[i % 2]
+        tracker = run_scenario(random_scenario(rng, mode))
+        totals.promotes += tracker.promotes
+        totals.completions += tracker.completions
+        totals.fences += tracker.fences
+    assert totals.promotes >= 30
+    assert totals.completions >= 20
+    assert totals.fences >= 20
+
+
+def test_manual_mode_never_promotes_in_seeded_histories() -> None:
+    rng = random.Random(7)
+    for _ in range(100):
+        tracker = run_scenario(random_scenario(rng, FailoverMode.MANUAL))
+        assert tracker.promotes == 0
