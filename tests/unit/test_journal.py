@@ -1,0 +1,55 @@
+import json
+from pathlib import Path
+
+from hacontrol.journal import Journal
+
+
+def test_append_is_durable_and_redacted(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j" / "journal.jsonl")
+    journal.append("failover_started", node="pg2", dsn="host=a password=hunter2 user=x")
+    text = (tmp_path / "j" / "journal.jsonl").read_text()
+    assert "hunter2" not in text
+    record = json.loads(text)
+    assert record["seq"] == 1 and record["kind"] == "failover_started" and record["node"] == "pg2"
+
+
+def test_sequence_continues_after_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    Journal(path).append("a")
+    second = Journal(path).append("b")
+    assert second["seq"] == 2
+
+
+def test_torn_last_line_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.append("primary_adopted", node="pg1")
+    with path.open("a") as handle:
+        handle.write('{"seq": 2, "kind": "failover_comp')
+    assert [r["kind"] for r in Journal(path).read()] == ["primary_adopted"]
+
+
+def test_recover_replays_primary_flags_and_fences(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.append("primary_adopted", node="pg1")
+    journal.append("paused")
+    journal.append("maintenance_on", node="pg3")
+    journal.append("failover_completed", node="pg2", old_primary="pg1")
+    journal.append("node_fenced", node="pg1")
+    journal.append("resumed")
+    state = journal.recover()
+    assert state.primary == "pg2"
+    assert not state.paused
+    assert state.maintenance == frozenset({"pg3"})
+    assert state.fenced == frozenset({"pg1"})
+    assert state.last_failover_wall is not None
+    assert state.records == 6
+
+
+def test_read_limit_and_kinds(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    for i in range(5):
+        journal.append("tick", n=i)
+    journal.append("other")
+    assert [r["n"] for r in journal.read(limit=2, kinds=frozenset({"tick"}))] == [3, 4]
+    assert Journal(tmp_path / "missing.jsonl").read() == []
