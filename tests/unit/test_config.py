@@ -10,6 +10,8 @@ import pytest
 from hacontrol.config import (
     Config,
     ConfigError,
+    NodeConfig,
+    Section,
     check_config,
     config_from_mapping,
     detection_delay,
@@ -610,3 +612,34 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
     code, text = check_config(bad, {})
     assert code == 2
     assert text == f"{bad}: timing.probe_interval: must be greater than 0 (got -1)"
+
+
+# ---------------------------------------------------------------- docs stay true
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_example_file_is_valid_and_shows_the_defaults() -> None:
+    config = load_config(DOCS / "example.toml", {})
+    minimal = config_from_mapping({"nodes": [n.model_dump() for n in config.nodes]})
+    assert config.decision_settings() == minimal.decision_settings()
+    for section in ("timing", "failover", "postgres", "hooks"):
+        assert getattr(config, section) == getattr(minimal, section), section
+    assert [n.priority for n in config.nodes] == [100, 100, 0]
+
+
+def test_reference_documents_every_key_and_env_var() -> None:
+    text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+    example = (DOCS / "example.toml").read_text(encoding="utf-8")
+    for name, field in Config.model_fields.items():
+        sub = field.annotation
+        if not (isinstance(sub, type) and issubclass(sub, Section)):
+            assert f"`{name}`" in text and f"HACONTROL_{name.upper()}" in text, name
+        else:
+            assert f"## `[{name}]`" in text, name
+            for key in sub.model_fields:
+                assert f"`{key}`" in text, (name, key)
+                assert f"HACONTROL_{name.upper()}__{key.upper()}" in text, (name, key)
+                assert f"\n{key} = " in example, (name, key)
+    for key in NodeConfig.model_fields:
+        assert f"`{key}`" in text and f"\n{key} = " in example, key
