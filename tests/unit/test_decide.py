@@ -399,6 +399,40 @@ def test_lagging_replica_is_excluded_against_the_last_primary_position() -> None
     assert pg3.lag_bytes == 50 * MB and pg3.excluded is not None and "max_lag_bytes" in pg3.excluded
 
 
+def test_worked_candidate_example_from_the_docs() -> None:
+    pg5 = replace(spec("pg4"), name="pg5")
+    specs = (spec("pg1"), spec("pg2"), spec("pg3", 50), spec("pg4", 0), pg5)
+    sim = Sim(specs=specs)
+    for i in range(4):
+        at = i * 0.2
+        sim.step(
+            at,
+            primary("pg1", at, lsn=0x5000000),
+            *(replica(n, at, lsn=0x4FFF000) for n in ("pg2", "pg3", "pg4")),
+            replica("pg5", at, lsn=0x4FFF000),
+        )
+    found: list[Promote] = []
+    for i in range(4):
+        at = 1.0 + i * 0.2
+        d = sim.step(
+            at,
+            down("pg1", at),
+            replica("pg2", at, lsn=0x4FFF000, wal=LOST),
+            replica("pg3", at, lsn=0x5000000, wal=LOST),
+            replica("pg4", at, lsn=0x5000000, wal=LOST),
+            down("pg5", at),
+        )
+        found += promotes(d)
+    (p,) = found
+    table = [(c.node, c.lag_bytes, c.excluded) for c in p.candidates]
+    assert table == [
+        ("pg3", 0, None),
+        ("pg2", 4096, None),
+        ("pg4", 0, "priority 0 (never promoted)"),
+        ("pg5", None, "unreachable"),
+    ]
+
+
 def test_no_candidate_is_one_event_and_no_action() -> None:
     sim = Sim(specs=(spec("pg1"), spec("pg2", priority=0), spec("pg3", priority=0)))
     sim.warm()
