@@ -376,15 +376,26 @@ def config_from_mapping(
     """
     environ = dict(env or {})
     env_data = _env_values(environ, source)
-    token = _LOADING.set(_LoadContext(dict(data), environ))
+    # TOML keys are case-sensitive; the settings sources are not (for the
+    # environment's sake), so a misspelt top-level key is caught here.
+    allowed = ", ".join(Config.model_fields)
+    early = [
+        f"{source}: {key}: unknown key; allowed keys: {allowed}"
+        for key in data
+        if key not in Config.model_fields
+    ]
+    known = {k: v for k, v in data.items() if k in Config.model_fields}
+    token = _LOADING.set(_LoadContext(known, environ))
     try:
         config = Config()  # type: ignore[call-arg]  # values come from the sources
     except ValidationError as exc:
-        raise ConfigError(_problems(exc, source, env_data)) from None
+        raise ConfigError(early + _problems(exc, source, env_data)) from None
     except SettingsError as exc:
         raise ConfigError([f"{source}: {_settings_error(exc)}"]) from None
     finally:
         _LOADING.reset(token)
+    if early:
+        raise ConfigError(early)
     if base_dir is not None and not config.journal.is_absolute():
         config = config.model_copy(update={"journal": base_dir / config.journal})
     return config

@@ -643,3 +643,12 @@ def test_reference_documents_every_key_and_env_var() -> None:
                 assert f"\n{key} = " in example, (name, key)
     for key in NodeConfig.model_fields:
         assert f"`{key}`" in text and f"\n{key} = " in example, key
+
+
+def test_top_level_keys_are_case_sensitive_like_toml(tmp_path: Path) -> None:
+    found = problems(tmp_path, 'MODE = "manual"\n' + NODES + "[timing]\nprobe_interval = 0\n")
+    assert found == [
+        f"{tmp_path / LABEL}: MODE: unknown key; allowed keys: mode, journal, nodes, timing, "
+        "failover, postgres, hooks",
+        f"{tmp_path / LABEL}: timing.probe_interval: must be greater than 0 (got 0)",
+    ]
