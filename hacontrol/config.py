@@ -384,12 +384,17 @@ def config_from_mapping(
         for key in data
         if key not in Config.model_fields
     ]
+    nodes = data.get("nodes")
+    if "nodes" not in env_data and isinstance(nodes, list) and len(nodes) < 2:
+        # pydantic skips the length rule when a node itself is invalid; say it anyway.
+        early.append(f"{source}: nodes: {_too_few_nodes(len(nodes))}")
     known = {k: v for k, v in data.items() if k in Config.model_fields}
     token = _LOADING.set(_LoadContext(known, environ))
     try:
         config = Config()  # type: ignore[call-arg]  # values come from the sources
     except ValidationError as exc:
-        raise ConfigError(early + _problems(exc, source, env_data)) from None
+        later = [p for p in _problems(exc, source, env_data) if p not in early]
+        raise ConfigError(early + later) from None
     except SettingsError as exc:
         raise ConfigError([f"{source}: {_settings_error(exc)}"]) from None
     finally:
@@ -554,6 +559,10 @@ _TYPE_WORDS = {
 }
 
 
+def _too_few_nodes(count: object) -> str:
+    return f"at least 2 nodes are required, a primary and a replica (got {count})"
+
+
 def _problem_text(error: Mapping[str, Any], loc: tuple[str | int, ...]) -> str:
     kind = str(error["type"])
     ctx: Mapping[str, Any] = error.get("ctx") or {}
@@ -569,10 +578,7 @@ def _problem_text(error: Mapping[str, Any], loc: tuple[str | int, ...]) -> str:
             return "missing; at least 2 [[nodes]] tables (name, dsn) are required"
         return "required key is missing"
     if kind == "too_short" and loc == ("nodes",):
-        return (
-            f"at least 2 nodes are required, a primary and a replica "
-            f"(got {ctx.get('actual_length', '?')})"
-        )
+        return _too_few_nodes(ctx.get("actual_length", "?"))
     if kind == "greater_than":
         return f"must be greater than {_describe(ctx['gt'])}{got}"
     if kind == "greater_than_equal":

@@ -652,3 +652,12 @@ def test_top_level_keys_are_case_sensitive_like_toml(tmp_path: Path) -> None:
         "failover, postgres, hooks",
         f"{tmp_path / LABEL}: timing.probe_interval: must be greater than 0 (got 0)",
     ]
+
+
+def test_too_few_nodes_is_reported_even_when_the_node_is_invalid(tmp_path: Path) -> None:
+    found = problems(tmp_path, '[[nodes]]\nname = "pg1"\n')
+    assert found == [
+        f"{tmp_path / LABEL}: nodes: at least 2 nodes are required, a primary and a replica "
+        "(got 1)",
+        f"{tmp_path / LABEL}: nodes[0].dsn: required key is missing",
+    ]
