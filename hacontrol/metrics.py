@@ -1,0 +1,211 @@
+"""Prometheus metrics for the controller (``GET /metrics``).
+
+One :class:`Metrics` per controller, with its own registry (never the
+process-global one, so tests and several controllers in one process do not
+collide). The controller calls the recording methods from its loop; the API
+serves :meth:`Metrics.render`. Every metric is prefixed ``hacontrol_``.
+
+Where the controller records what::
+
+    after each probe of a node      metrics.probe(name, obs.latency_s, obs.reachable, kind)
+    after each round, per node      metrics.node(name, role, timeline, lag_bytes, replay_lag_s,
+                                                 reachable, fenced)
+    after each round, per node      metrics.breaker(name, str(breaker.state))
+    after each round                metrics.loop(result.duration_s)
+    when a failover completes       metrics.failover(seconds from detection to promoted)
+    when a switchover completes     metrics.switchover(seconds)
+    when a node leaves the config   metrics.forget(name)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+ROLES = ("primary", "replica", "unknown")
+BREAKER_STATES = ("closed", "half_open", "open")
+# A probe takes ~1 ms on loopback and up to probe_timeout (1 s default) when a
+# node hangs: fine steps from 1 ms to 100 ms, coarse ones up to 10 s.
+PROBE_BUCKETS = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+# A round is one probe round plus, rarely, actions (a promotion: seconds).
+LOOP_BUCKETS = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+_KIND_RE = re.compile(r"[^a-z0-9_]+")
+
+
+def _label(value: str, fallback: str) -> str:
+    """A bounded, Prometheus-friendly label value (error kinds come from code, but
+    an unexpected one must not create an unbounded series)."""
+    cleaned = _KIND_RE.sub("_", value.strip().lower()).strip("_")[:40]
+    return cleaned or fallback
+
+
+class Metrics:
+    """The controller's metrics, in a registry of their own."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.probe_seconds = Histogram(
+            "hacontrol_probe_duration_seconds", "Duration of one probe of one node.",
+            ["node"], buckets=PROBE_BUCKETS, registry=r,
+        )
+        self.probe_errors = Counter(
+            "hacontrol_probe_errors_total", "Failed probes, by node and kind of error.",
+            ["node", "kind"], registry=r,
+        )
+        self.role = Gauge(
+            "hacontrol_node_role",
+            "1 for the role the node was last seen in (primary, replica, unknown), else 0.",
+            ["node", "role"], registry=r,
+        )
+        self.timeline = Gauge(
+            "hacontrol_node_timeline", "Timeline the node is on.", ["node"], registry=r,
+        )
+        self.lag_bytes = Gauge(
+            "hacontrol_node_lag_bytes",
+            "Bytes of WAL a replica is behind the primary.", ["node"], registry=r,
+        )
+        self.replay_lag = Gauge(
+            "hacontrol_node_replay_lag_seconds",
+            "Seconds since the last transaction a replica replayed was committed.",
+            ["node"], registry=r,
+        )
+        self.reachable = Gauge(
+            "hacontrol_node_reachable", "1 if the last probe reached the node.", ["node"],
+            registry=r,
+        )
+        self.fenced = Gauge(
+            "hacontrol_node_fenced", "1 if the node is fenced (needs rejoin).", ["node"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "hacontrol_breaker_state",
+            "1 for the state the node's probe circuit breaker is in, else 0.",
+            ["node", "state"], registry=r,
+        )
+        self.failovers = Counter(
+            "hacontrol_failovers_total", "Completed failovers.", registry=r,
+        )
+        self.switchovers = Counter(
+            "hacontrol_switchovers_total", "Completed switchovers.", registry=r,
+        )
+        self.last_failover = Gauge(
+            "hacontrol_last_failover_duration_seconds",
+            "Duration of the last failover, from detection to a writable new primary.",
+            registry=r,
+        )
+        self.last_switchover = Gauge(
+            "hacontrol_last_switchover_duration_seconds",
+            "Duration of the last switchover.", registry=r,
+        )
+        self.loop_seconds = Histogram(
+            "hacontrol_loop_duration_seconds", "Duration of one controller round.",
+            buckets=LOOP_BUCKETS, registry=r,
+        )
+        # Label values in use, so that forget() can remove them.
+        self._breaker_states: dict[str, set[str]] = {}
+        self._error_kinds: dict[str, set[str]] = {}
+
+    # -- recording
+
+    def probe(
+        self, node: str, latency_s: float | None, ok: bool, error_kind: str | None = None
+    ) -> None:
+        """One probe of ``node``: its duration (when known) and, if it failed, why."""
+        if latency_s is not None and latency_s >= 0:
+            self.probe_seconds.labels(node).observe(latency_s)
+        if not ok:
+            kind = _label(error_kind or "", "error")
+            self._error_kinds.setdefault(node, set()).add(kind)
+            self.probe_errors.labels(node, kind).inc()
+
+    def node(
+        self,
+        node: str,
+        role: str,
+        timeline: int | None,
+        lag_bytes: int | None,
+        replay_lag_s: float | None,
+        reachable: bool,
+        fenced: bool,
+    ) -> None:
+        """What the last round saw of ``node``. None removes a series (e.g. no lag on
+        a primary) rather than exporting a made-up zero."""
+        current = role if role in ROLES else "unknown"
+        for name in ROLES:
+            self.role.labels(node, name).set(1 if name == current else 0)
+        self._set(self.timeline, node, timeline)
+        self._set(self.lag_bytes, node, lag_bytes)
+        self._set(self.replay_lag, node, replay_lag_s)
+        self.reachable.labels(node).set(1 if reachable else 0)
+        self.fenced.labels(node).set(1 if fenced else 0)
+
+    def breaker(self, node: str, state: str) -> None:
+        """The state of ``node``'s probe circuit breaker (closed, half_open, open)."""
+        current = _label(state, "closed")
+        states = self._breaker_states.setdefault(node, set(BREAKER_STATES))
+        states.add(current)
+        for name in states:
+            self.breaker_state.labels(node, name).set(1 if name == current else 0)
+
+    def failover(self, duration_s: float) -> None:
+        """A failover completed in ``duration_s`` seconds."""
+        self.failovers.inc()
+        self.last_failover.set(duration_s)
+
+    def switchover(self, duration_s: float) -> None:
+        """A switchover completed in ``duration_s`` seconds."""
+        self.switchovers.inc()
+        self.last_switchover.set(duration_s)
+
+    def loop(self, duration_s: float) -> None:
+        """One controller round took ``duration_s`` seconds."""
+        self.loop_seconds.observe(duration_s)
+
+    def forget(self, node: str) -> None:
+        """Drop every series of ``node`` (it left the configuration)."""
+        for metric in (self.probe_seconds, self.timeline, self.lag_bytes, self.replay_lag,
+                       self.reachable, self.fenced):
+            self._remove(metric, node)
+        for role in ROLES:
+            self._remove(self.role, node, role)
+        for state in self._breaker_states.pop(node, set()):
+            self._remove(self.breaker_state, node, state)
+        for kind in self._error_kinds.pop(node, set()):
+            self._remove(self.probe_errors, node, kind)
+
+    # -- output
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    # -- helpers
+
+    @staticmethod
+    def _set(gauge: Gauge, node: str, value: float | None) -> None:
+        if value is None:
+            Metrics._remove(gauge, node)
+        else:
+            gauge.labels(node).set(value)
+
+    @staticmethod
+    def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
+        # Older prometheus-client versions raise for a series that is not there.
+        with contextlib.suppress(KeyError):
+            metric.remove(*labels)
