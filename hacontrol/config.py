@@ -14,6 +14,7 @@ overrides, unknown-key errors and the allowed-keys lists follow by themselves.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -25,7 +26,15 @@ from pathlib import Path
 from typing import Any, get_args
 
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -179,6 +188,82 @@ class HooksConfig(Section):
     timeout: float = Field(default=10.0, gt=0)
 
 
+DEFAULT_API_LISTEN = "127.0.0.1:8008"
+# Shorter bearer tokens can be guessed; 16 random characters are ~80+ bits.
+MIN_TOKEN_CHARS = 16
+_LISTEN_RE = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})$"
+)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6addr]:port`` for IPv6) as (host, port); ValueError if malformed."""
+    match = _LISTEN_RE.match(value.strip())
+    if match is None or int(match["port"]) > 65535:
+        raise ValueError(
+            f"must be host:port, e.g. {DEFAULT_API_LISTEN!r} or '[::1]:8008', "
+            f"with a port from 0 to 65535 (got {value!r})"
+        )
+    return match["v6"] or match["host"], int(match["port"])
+
+
+class ApiConfig(Section):
+    """``[api]``: the HTTP API (status, health checks for load balancers, metrics, commands)."""
+
+    enabled: bool = True
+    listen: str = DEFAULT_API_LISTEN
+    # Bearer token for mutations (switchover, failover, pause, ...); empty: refused.
+    token: SecretStr = SecretStr("")
+    token_file: Path | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value.strip()
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        return _check_token(value.get_secret_value())
+
+    @field_validator("token_file", mode="before")
+    @classmethod
+    def _token_file(cls, value: Any) -> Any:
+        # An empty string reads as "not set", like an omitted key.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiConfig:
+        if self.token.get_secret_value() and self.token_file is not None:
+            raise ValueError("set either api.token or api.token_file, not both")
+        return self
+
+    def address(self) -> tuple[str, int]:
+        """(host, port) to bind."""
+        return parse_listen(self.listen)
+
+    def bearer_token(self) -> str:
+        """The token mutations must present; empty when none is configured."""
+        return self.token.get_secret_value()
+
+
+def _check_token(token: str) -> SecretStr:
+    """Never quotes the token: the messages say what is wrong, not what was given."""
+    if token and (len(token) < MIN_TOKEN_CHARS):
+        raise ValueError(
+            f"too short ({len(token)} characters); use at least {MIN_TOKEN_CHARS} random "
+            "characters, e.g. the output of 'openssl rand -hex 32'"
+        )
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ValueError(
+            "must not contain spaces or control characters (it is sent in an HTTP header)"
+        )
+    return SecretStr(token)
+
+
 @dataclass(frozen=True, slots=True)
 class _LoadContext:
     file_data: dict[str, Any]
@@ -220,6 +305,7 @@ class Config(BaseSettings):
     failover: FailoverConfig = Field(default_factory=FailoverConfig)
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -403,7 +489,40 @@ def config_from_mapping(
         raise ConfigError(early)
     if base_dir is not None and not config.journal.is_absolute():
         config = config.model_copy(update={"journal": base_dir / config.journal})
-    return config
+    return _with_token_from_file(config, source, base_dir)
+
+
+def _with_token_from_file(config: Config, source: str, base_dir: Path | None) -> Config:
+    """Read ``api.token_file`` (relative to ``base_dir``) into ``api.token``."""
+    path = config.api.token_file
+    if path is None:
+        return config
+    path = path.expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    where = f"{source}: api.token_file"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{where}: {path}: file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{where}: {path}: is a directory, not a file"]) from None
+    except PermissionError:
+        raise ConfigError([f"{where}: {path}: cannot read: permission denied"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{where}: {path}: not valid UTF-8 text"]) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError([f"{where}: {path}: cannot read: {reason}"]) from None
+    token = text.strip()
+    if not token:
+        raise ConfigError([f"{where}: {path}: the file is empty; write the token in it"])
+    try:
+        secret = _check_token(token)
+    except ValueError as exc:
+        raise ConfigError([f"{where}: {path}: the token: {exc}"]) from None
+    api = config.api.model_copy(update={"token": secret, "token_file": path})
+    return config.model_copy(update={"api": api})
 
 
 def _read_toml(path: Path, label: str) -> dict[str, Any]:
@@ -499,7 +618,10 @@ def _env_name(loc: Sequence[str | int], env_data: Mapping[str, Any]) -> str | No
             return ENV_PREFIX + ENV_DELIMITER.join(names).upper()
         else:
             return None
-    return ENV_PREFIX + ENV_DELIMITER.join(names).upper() if names else None
+    if not names or isinstance(node, Mapping):
+        # A whole section: its keys may come from several places.
+        return None
+    return ENV_PREFIX + ENV_DELIMITER.join(names).upper()
 
 
 def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
@@ -522,7 +644,7 @@ def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
     return model
 
 
-_SECRET_FIELDS = {"dsn", "replication_dsn"}
+_SECRET_FIELDS = {"dsn", "replication_dsn", "token"}
 
 
 def _describe(value: Any) -> str:
@@ -675,11 +797,45 @@ def config_warnings(config: Config) -> list[str]:
         )
     if config.failover.failback and config.mode is not FailoverMode.AUTOMATIC:
         warnings.append(f"failover.failback has no effect in {config.mode.value} mode")
+    warnings += _api_warnings(config.api)
     if config.timing.probe_timeout > config.timing.replica_silence:
         warnings.append(
             "timing.probe_timeout is longer than timing.replica_silence: a hung primary is "
             "detected by probe timeouts, not by its replicas' silence"
         )
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _api_warnings(api: ApiConfig) -> list[str]:
+    if not api.enabled:
+        return []
+    warnings: list[str] = []
+    host, port = api.address()
+    if not _is_loopback(host):
+        warnings.append(
+            f"api.listen ({host}:{port}) is not a loopback address: status, health and "
+            "metrics endpoints answer anyone who can reach it (only commands need the "
+            "token); restrict access with a firewall"
+        )
+    if api.token_file is not None:
+        try:
+            mode = api.token_file.stat().st_mode
+        except OSError:
+            mode = 0
+        if mode & 0o077:
+            warnings.append(
+                f"api.token_file ({api.token_file}) is readable by other users "
+                f"(mode {mode & 0o777:o}); make it chmod 600"
+            )
     return warnings
 
 
@@ -690,6 +846,23 @@ _MODE_TEXT = {
     ),
     FailoverMode.MANUAL: "manual: detects and alerts only; an operator decides",
 }
+
+
+def _api_line(api: ApiConfig) -> str:
+    if not api.enabled:
+        return "api: disabled"
+    host, port = api.address()
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if api.token_file is not None:
+        token = f"the bearer token from {api.token_file}"
+    elif api.bearer_token():
+        token = "the configured bearer token"
+    else:
+        token = (
+            "a bearer token; none configured, so they are refused: set api.token_file or "
+            "HACONTROL_API__TOKEN"
+        )
+    return f"api: http://{where} (status, health checks and metrics open; commands need {token})"
 
 
 def explain(config: Config) -> str:
@@ -748,6 +921,7 @@ def explain(config: Config) -> str:
         command = getattr(h, name)
         lines.append(f"  {name}: {redact_text(command) if command else '(none)'}")
     lines.append(f"journal: {config.journal}")
+    lines.append(_api_line(config.api))
     warnings = config_warnings(config)
     if warnings:
         lines.append("warnings:")

@@ -623,7 +623,7 @@ def test_example_file_is_valid_and_shows_the_defaults() -> None:
     config = load_config(DOCS / "example.toml", {})
     minimal = config_from_mapping({"nodes": [n.model_dump() for n in config.nodes]})
     assert config.decision_settings() == minimal.decision_settings()
-    for section in ("timing", "failover", "postgres", "hooks"):
+    for section in ("timing", "failover", "postgres", "hooks", "api"):
         assert getattr(config, section) == getattr(minimal, section), section
     assert [n.priority for n in config.nodes] == [100, 100, 0]
 
@@ -649,7 +649,7 @@ def test_top_level_keys_are_case_sensitive_like_toml(tmp_path: Path) -> None:
     found = problems(tmp_path, 'MODE = "manual"\n' + NODES + "[timing]\nprobe_interval = 0\n")
     assert found == [
         f"{tmp_path / LABEL}: MODE: unknown key; allowed keys: mode, journal, nodes, timing, "
-        "failover, postgres, hooks",
+        "failover, postgres, hooks, api",
         f"{tmp_path / LABEL}: timing.probe_interval: must be greater than 0 (got 0)",
     ]
 
@@ -661,3 +661,109 @@ def test_too_few_nodes_is_reported_even_when_the_node_is_invalid(tmp_path: Path)
         "(got 1)",
         f"{tmp_path / LABEL}: nodes[0].dsn: required key is missing",
     ]
+
+
+# ---------------------------------------------------------------- [api]
+
+TOKEN = "s3cr3t-t0ken-0123456789abcdef"
+
+
+def test_api_defaults_bind_loopback_without_a_token(tmp_path: Path) -> None:
+    api = load_config(write(tmp_path, NODES), {}).api
+    assert api.enabled and api.listen == "127.0.0.1:8008"
+    assert api.address() == ("127.0.0.1", 8008)
+    assert api.bearer_token() == "" and api.token_file is None
+
+
+@pytest.mark.parametrize(
+    ("listen", "address"),
+    [("[::1]:8008", ("::1", 8008)), ("localhost:9000", ("localhost", 9000)),
+     (" 10.0.0.5:0 ", ("10.0.0.5", 0))],
+)
+def test_api_listen_forms(tmp_path: Path, listen: str, address: tuple[str, int]) -> None:
+    config = load_config(write(tmp_path, NODES + f'[api]\nlisten = "{listen}"\n'), {})
+    assert config.api.address() == address
+
+
+@pytest.mark.parametrize("listen", ["8008", "127.0.0.1", "host:", "host:70000", "a b:1", "::1:80"])
+def test_api_listen_must_be_host_port(tmp_path: Path, listen: str) -> None:
+    found = one_problem(tmp_path, NODES + f'[api]\nlisten = "{listen}"\n')
+    assert found == (
+        f"{tmp_path / LABEL}: api.listen: must be host:port, e.g. '127.0.0.1:8008' or "
+        f"'[::1]:8008', with a port from 0 to 65535 (got {listen!r})"
+    )
+
+
+def test_api_token_from_env_is_never_shown(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NODES), {"HACONTROL_API__TOKEN": TOKEN})
+    assert config.api.bearer_token() == TOKEN
+    out = explain(config)
+    assert "commands need the configured bearer token" in out
+    for text in (out, repr(config), str(config), config.model_dump_json()):
+        assert TOKEN not in text
+
+
+def test_api_token_problems_never_quote_the_token(tmp_path: Path) -> None:
+    found = one_problem(tmp_path, NODES, {"HACONTROL_API__TOKEN": "hunter2"})
+    assert found == (
+        f"{tmp_path / LABEL}: api.token (set by HACONTROL_API__TOKEN): too short (7 characters);"
+        " use at least 16 random characters, e.g. the output of 'openssl rand -hex 32'"
+    )
+    found = one_problem(tmp_path, NODES + '[api]\ntoken = "abcdefgh ijklmnopq"\n')
+    assert "api.token: must not contain spaces or control characters" in found
+    assert "ijklmnopq" not in found
+    found = one_problem(tmp_path, NODES + "[api]\ntoken = 12345678901234567\n")
+    assert found == f"{tmp_path / LABEL}: api.token: must be a string"
+
+
+def test_api_token_file_relative_to_the_config_and_stripped(tmp_path: Path) -> None:
+    (tmp_path / "api.token").write_text(TOKEN + "\n", encoding="utf-8")
+    (tmp_path / "api.token").chmod(0o600)
+    config = load_config(write(tmp_path, NODES + '[api]\ntoken_file = "api.token"\n'), {})
+    assert config.api.bearer_token() == TOKEN
+    assert config.api.token_file == tmp_path.resolve() / "api.token"
+    out = explain(config)
+    assert f"commands need the bearer token from {tmp_path.resolve() / 'api.token'}" in out
+    assert "warnings:" not in out and TOKEN not in out
+
+
+def test_api_token_file_readable_by_others_is_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "api.token").write_text(TOKEN, encoding="utf-8")
+    (tmp_path / "api.token").chmod(0o644)
+    config = load_config(write(tmp_path, NODES + '[api]\ntoken_file = "api.token"\n'), {})
+    assert "is readable by other users (mode 644); make it chmod 600" in explain(config)
+
+
+def test_api_token_file_problems(tmp_path: Path) -> None:
+    text = NODES + '[api]\ntoken_file = "api.token"\n'
+    where = f"{tmp_path / LABEL}: api.token_file: {tmp_path.resolve() / 'api.token'}"
+    assert one_problem(tmp_path, text) == f"{where}: file not found"
+    (tmp_path / "api.token").write_text("\n", encoding="utf-8")
+    assert one_problem(tmp_path, text) == f"{where}: the file is empty; write the token in it"
+    (tmp_path / "api.token").write_text("hunter2\n", encoding="utf-8")
+    found = one_problem(tmp_path, text)
+    assert found.startswith(f"{where}: the token: too short (7 characters)")
+    assert "hunter2" not in found
+
+
+def test_api_token_and_token_file_are_exclusive(tmp_path: Path) -> None:
+    found = one_problem(
+        tmp_path, NODES + '[api]\ntoken_file = "api.token"\n', {"HACONTROL_API__TOKEN": TOKEN}
+    )
+    assert found == f"{tmp_path / LABEL}: api: set either api.token or api.token_file, not both"
+    assert TOKEN not in found
+
+
+def test_api_empty_token_file_means_unset(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NODES + '[api]\ntoken_file = ""\n'), {})
+    assert config.api.token_file is None
+
+
+def test_api_explain_disabled_and_public_listen(tmp_path: Path) -> None:
+    out = explain(load_config(write(tmp_path, NODES + "[api]\nenabled = false\n"), {}))
+    assert "api: disabled" in out and "warnings:" not in out
+    out = explain(load_config(write(tmp_path, NODES + '[api]\nlisten = "0.0.0.0:8008"\n'), {}))
+    assert "api: http://0.0.0.0:8008 (status, health checks and metrics open;" in out
+    assert "api.listen (0.0.0.0:8008) is not a loopback address" in out
+    out = explain(load_config(write(tmp_path, NODES + '[api]\nlisten = "[::1]:8008"\n'), {}))
+    assert "api: http://[::1]:8008" in out and "warnings:" not in out
