@@ -91,7 +91,28 @@ class RunHook:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-Action = Promote | Repoint | Fence | RunHook
+@dataclass(frozen=True, slots=True)
+class Switchover:
+    """Planned, zero-data-loss change of primary from ``old_primary`` to ``target``.
+
+    The shell runs the whole procedure and reports one outcome: fence the old
+    primary, wait until the target has replayed its final LSN, promote the target,
+    repoint the others, rejoin the old primary as a replica — or, if the target
+    does not catch up in time, roll back (un-fence the old primary).
+    """
+
+    old_primary: str
+    target: str
+    reason: str
+    candidates: tuple[CandidateInfo, ...] = ()
+
+    @property
+    def node(self) -> str:
+        """The node being promoted (every action names one node)."""
+        return self.target
+
+
+Action = Promote | Repoint | Fence | RunHook | Switchover
 
 
 class Severity(StrEnum):
@@ -113,13 +134,36 @@ class Event:
     severity: Severity = Severity.INFO
 
 
+# Refusal codes that mean the request itself is wrong (HTTP 400); any other code
+# means it conflicts with the cluster's current situation (HTTP 409).
+BAD_REQUEST_CODES = frozenset({"unknown_node"})
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an operator request was refused, as a value (no message parsing needed)."""
+
+    # Machine-readable: unknown_node, in_flight, writable_primary, not_eligible,
+    # paused, no_primary, no_candidate, not_fenced_writable.
+    code: str
+    # What is wrong and what would allow the request (shown to the operator).
+    message: str
+
+    @property
+    def bad_request(self) -> bool:
+        """True when the request is malformed rather than in conflict with the cluster."""
+        return self.code in BAD_REQUEST_CODES
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The result of one round (or of one reported outcome)."""
+    """The result of one round, of one reported outcome, or of one operator request."""
 
     state: ControllerState
     actions: tuple[Action, ...] = ()
     events: tuple[Event, ...] = ()
+    # Set only for a refused operator request (then there are no actions).
+    refused: Refusal | None = None
 
 
 class OutcomeStatus(StrEnum):
@@ -141,3 +185,56 @@ class ActionOutcome:
     action: Action
     status: OutcomeStatus
     detail: str = ""
+    # Nodes the action left streaming as replicas of the new primary, so they need
+    # no rejoin (a Switchover that rejoined the old primary reports it here).
+    rejoined: frozenset[str] = frozenset()
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Observe and report only: no actions until :class:`Resume`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """End a pause."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetMaintenance:
+    """Put ``node`` in maintenance (never a candidate; its failure starts no failover)."""
+
+    node: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ManualFailover:
+    """Promote ``to`` now (primary down, manual mode, or a specific node wanted).
+
+    ``force`` overrides the candidate checks (lag, health, priority 0, maintenance,
+    fenced, unreachable) but never the two-primaries and one-in-flight rules.
+    """
+
+    to: str
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchoverRequest:
+    """Planned switchover to ``to`` (None: the best candidate by the usual ranking)."""
+
+    to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRejoined:
+    """``node`` was rejoined as a replica (by an operator or the shell): un-fence it."""
+
+    node: str
+
+
+Request = Pause | Resume | SetMaintenance | ManualFailover | SwitchoverRequest | NodeRejoined

@@ -11,12 +11,16 @@ No I/O, no clocks, no logging: time comes from ``ClusterView.at`` and
   is seen, and no Promote is sent while any writable primary is seen;
 * one failover in flight, a cool-down between failovers, paused means no actions;
 * events are emitted on transitions only.
+
+Operator requests (pause, maintenance, manual failover, switchover, rejoin) go
+through :func:`handle_request`, and failback is started by ``decide`` itself; see
+docs/operations.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from psycopg import Error as PsycopgError
@@ -29,11 +33,19 @@ from hacontrol.actions import (
     Decision,
     Event,
     Fence,
+    ManualFailover,
+    NodeRejoined,
     OutcomeStatus,
+    Pause,
     Promote,
+    Refusal,
     Repoint,
+    Request,
+    Resume,
     RunHook,
+    SetMaintenance,
     Severity,
+    Switchover,
 )
 from hacontrol.model import (
     ClusterView,
@@ -45,7 +57,13 @@ from hacontrol.model import (
     WalReceiver,
     format_lsn,
 )
-from hacontrol.state import ControllerState, FailoverInFlight, NodeHealth, initial_state
+from hacontrol.state import (
+    ControllerState,
+    FailoverInFlight,
+    NodeHealth,
+    Operation,
+    initial_state,
+)
 
 __all__ = [
     "ControllerState",
@@ -55,12 +73,24 @@ __all__ = [
     "confirm_failure",
     "decide",
     "endpoints",
+    "handle_request",
     "initial_state",
+    "preferred_node",
     "rank_candidates",
 ]
 
 ROLE_CHANGE_HOOK = "on_role_change"
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+_MIB = 1024 * 1024
+
+
+def _size(n: int) -> str:
+    """Bytes for people: ``40 MiB``, ``512 KiB``, ``100 B``."""
+    if abs(n) >= _MIB:
+        return f"{round(n / _MIB, 1):g} MiB"
+    if abs(n) >= 1024:
+        return f"{round(n / 1024, 1):g} KiB"
+    return f"{n} B"
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -335,6 +365,11 @@ class _Round:
         if self.in_flight and self.in_flight.candidate not in self.specs:
             self.in_flight = None
         self.last_failover_at = state.last_failover_at
+        self.failback_since = state.failback_since
+        # An operator's own operation keeps its follow-up steps (fencing its old
+        # primary, repointing, the hook) even while the controller is paused.
+        flight = self.in_flight
+        self.operator_flight = flight if flight is not None and flight.by_operator else None
         self.actions: list[Action] = []
         self.events: list[Event] = []
         self.conditions: dict[str, Event] = {}
@@ -367,9 +402,10 @@ class _Round:
         """An ongoing condition: reported once, when it starts."""
         self.conditions[key] = Event(kind, node, message, details, severity)
 
-    def act(self, action: Action) -> bool:
-        """Queue ``action`` unless paused; True when queued."""
-        if self.old.paused:
+    def act(self, action: Action, *, operator: bool = False) -> bool:
+        """Queue ``action`` unless paused (``operator``: a step of an operator's own
+        request, allowed while paused); True when queued."""
+        if self.old.paused and not operator:
             return False
         self.actions.append(action)
         return True
@@ -406,6 +442,7 @@ class _Round:
         # that one was abandoned just now: its promote may still land.
         if self.old.in_flight is None and self.primary is not None and not self.primary_changed:
             self.consider_failover()
+        self.consider_failback()
         self.repoint()
         if self.primary is None and self.in_flight is None:
             self.condition(
@@ -482,12 +519,16 @@ class _Round:
         flight = self.in_flight
         assert flight is not None
         obs = self.obs(flight.candidate)
-        if (
+        promoted = (
             _is_primary(obs)
             and obs is not None
             and obs.timeline is not None
             and (flight.old_timeline is None or obs.timeline > flight.old_timeline)
-        ):
+        )
+        if flight.planned:
+            self.follow_switchover(flight, obs if promoted else None)
+            return
+        if promoted and obs is not None:
             self.complete(flight, obs)
             return
         old = self.obs(flight.old_primary)
@@ -504,34 +545,87 @@ class _Round:
                 f" {self.settings.promote_timeout_s:g} s",
             )
 
+    def follow_switchover(self, flight: FailoverInFlight, promoted: Observation | None) -> None:
+        """A planned switchover runs in the shell, which reports its outcome; here the
+        state only follows what is seen. The deliberately fenced (read-only) old primary
+        still counts as the primary until the target is seen promoted, so nothing is
+        failed over or fenced meanwhile; once the target is writable on a higher
+        timeline it is the primary, and a writable old primary gets fenced."""
+        target = flight.candidate
+        operator = flight.by_operator
+        if promoted is not None and self.primary != target:
+            self.set_primary(target)
+            self.fenced.discard(target)
+            self.emit(
+                "switchover_promoted",
+                target,
+                f"{target} is the primary on timeline {promoted.timeline}; the switchover"
+                f" from {flight.old_primary} is finishing",
+                old_primary=flight.old_primary,
+                timeline=promoted.timeline,
+                operation=str(flight.kind),
+            )
+            self.role_change_hook(
+                target, flight.old_primary, promoted.timeline, str(flight.kind), operator=operator
+            )
+        elapsed = self.at - flight.started_at
+        limit = self.settings.switchover_timeout_s
+        if elapsed > 2 * limit:
+            self.abandon(flight, f"no outcome from the switchover procedure within {2 * limit:g} s")
+        elif elapsed > limit and not flight.overdue_reported:
+            self.in_flight = replace(flight, overdue_reported=True)
+            self.emit(
+                "switchover_overdue",
+                target,
+                f"switchover from {flight.old_primary} to {target} is still running after"
+                f" {elapsed:.1f} s (limit {limit:g} s)",
+                Severity.CRITICAL,
+                old_primary=flight.old_primary,
+                elapsed_s=round(elapsed, 3),
+            )
+
     def complete(self, flight: FailoverInFlight, obs: Observation) -> None:
         new = flight.candidate
+        operator = flight.by_operator
         self.in_flight = None
         self.set_primary(new)
+        # A forced manual failover may promote a fenced node: as the primary it is not.
+        self.fenced.discard(new)
+        old = flight.old_primary
         self.emit(
             "failover_completed",
             new,
-            f"{new} is the primary on timeline {obs.timeline} (was {flight.old_primary})",
+            f"{new} is the primary on timeline {obs.timeline} (was {old or 'unknown'})",
             Severity.CRITICAL,
-            old_primary=flight.old_primary,
+            old_primary=old or None,
             timeline=obs.timeline,
             duration_s=round(self.at - flight.started_at, 3),
+            operation=str(flight.kind),
         )
-        if flight.old_primary != new:
-            self.mark_fenced(flight.old_primary, f"failed over to {new}")
+        if old in self.specs and old != new:
+            self.mark_fenced(old, f"failed over to {new}")
         for name in self.names:
             other = self.obs(name)
             if name == new or name in self.fenced or name in self.old.maintenance:
                 continue
             if _is_replica(other) and self.act(
-                Repoint(name, new, f"failover: {new} replaced {flight.old_primary} as primary")
+                Repoint(name, new, f"{flight.kind}: {new} replaced {old or '-'} as primary"),
+                operator=operator,
             ):
                 self.nodes[name] = replace(
                     self.nodes[name], last_repoint_at=self.at, misrouted_since=None
                 )
-        self.role_change_hook(new, flight.old_primary, obs.timeline, "failover")
+        self.role_change_hook(new, old or None, obs.timeline, str(flight.kind), operator=operator)
 
-    def role_change_hook(self, new: str, old: str | None, timeline: int | None, why: str) -> None:
+    def role_change_hook(
+        self,
+        new: str,
+        old: str | None,
+        timeline: int | None,
+        why: str,
+        *,
+        operator: bool = False,
+    ) -> None:
         env = {
             "HACONTROL_EVENT": ROLE_CHANGE_HOOK,
             "HACONTROL_NEW_PRIMARY": new,
@@ -539,7 +633,9 @@ class _Round:
             "HACONTROL_TIMELINE": "" if timeline is None else str(timeline),
             "HACONTROL_REASON": why,
         }
-        self.act(RunHook(ROLE_CHANGE_HOOK, new, f"{why}: {old or '-'} -> {new}", env))
+        self.act(
+            RunHook(ROLE_CHANGE_HOOK, new, f"{why}: {old or '-'} -> {new}", env), operator=operator
+        )
 
     def abandon(self, flight: FailoverInFlight, why: str) -> None:
         self.in_flight = None
@@ -549,12 +645,20 @@ class _Round:
         )
         if self.primary in self.fenced:
             self.primary = None
+        if flight.planned:
+            kind = "switchover_abandoned"
+            why += (
+                f"; if {flight.old_primary} was fenced by it and {flight.candidate} not promoted,"
+                " no node may accept writes: check both"
+            )
+        else:
+            kind = "failover_abandoned"
         self.emit(
-            "failover_abandoned",
+            kind,
             flight.candidate,
-            f"failover to {flight.candidate} abandoned: {why}",
+            f"{flight.kind} to {flight.candidate} abandoned: {why}",
             Severity.CRITICAL,
-            old_primary=flight.old_primary,
+            old_primary=flight.old_primary or None,
             started_at=flight.started_at,
         )
 
@@ -631,7 +735,8 @@ class _Round:
                 f" {self.primary or 'undecided'}"
             )
             self.mark_fenced(name, why)
-            self.act(Fence(name, f"{name} accepts writes but must not: {why}"))
+            ours = self.operator_flight is not None and name == self.operator_flight.old_primary
+            self.act(Fence(name, f"{name} accepts writes but must not: {why}"), operator=ours)
 
     def adopt(self, name: str, old: str | None, why: str) -> None:
         self.set_primary(name)
@@ -772,6 +877,73 @@ class _Round:
             )
         return None
 
+    def consider_failback(self) -> None:
+        """Automatic mode with failback on: switch back to the preferred node once it has
+        been ready (a healthy streaming replica within lag) for ``failback_delay_s``."""
+        settings = self.settings
+        preferred = preferred_node(self.specs.values())
+        primary = self.primary
+        plan: _SwitchoverPlan | Refusal = Refusal("no_candidate", "failback off")
+        if (
+            settings.failback
+            and settings.mode is FailoverMode.AUTOMATIC
+            and preferred is not None
+            and primary is not None
+            and preferred != primary
+            and self.specs[primary].priority < self.specs[preferred].priority
+        ):
+            plan = _plan_switchover(
+                self.current_state(), self.view, self.specs, settings, preferred
+            )
+        if isinstance(plan, Refusal) or preferred is None or primary is None:
+            self.failback_since = None
+            return
+        since = self.failback_since if self.failback_since is not None else self.at
+        self.failback_since = since
+        waited = self.at - since
+        self.condition(
+            f"failback_pending:{preferred}",
+            "failback_pending",
+            preferred,
+            f"{preferred} (priority {self.specs[preferred].priority}) is ready to take over from"
+            f" {primary} again; failback after {settings.failback_delay_s:g} s of readiness",
+            delay_s=settings.failback_delay_s,
+        )
+        if (
+            waited < settings.failback_delay_s
+            or self.old.paused
+            or self.old.in_flight is not None
+            or self.in_flight is not None
+            or self.primary_changed
+            or (
+                self.last_failover_at is not None
+                and self.at - self.last_failover_at < settings.cooldown_s
+            )
+        ):
+            return
+        reason = (
+            f"failback: {preferred} is the preferred node (priority"
+            f" {self.specs[preferred].priority} > {self.specs[primary].priority} of {primary})"
+            f" and has been a healthy streaming replica within lag for {waited:.1f} s"
+            f" (failback_delay_s {settings.failback_delay_s:g})"
+        )
+        self.start_switchover(plan, reason, Operation.FAILBACK)
+        self.failback_since = None
+
+    def start_switchover(self, plan: _SwitchoverPlan, reason: str, kind: Operation) -> None:
+        action = Switchover(plan.primary, plan.target.node, reason, plan.ranking)
+        self.actions.append(action)
+        self.in_flight = _switchover_flight(plan, self.at, self.last_failover_at, kind)
+        self.emit(
+            "switchover_started",
+            plan.target.node,
+            reason,
+            Severity.WARNING,
+            old_primary=plan.primary,
+            operation=str(kind),
+            candidates=[c.as_dict() for c in plan.ranking],
+        )
+
     def repoint(self) -> None:
         primary = self.primary
         primary_obs = self.obs(primary) if primary else None
@@ -835,6 +1007,7 @@ class _Round:
             last_failover_at=self.last_failover_at,
             in_flight=self.in_flight,
             conditions=self.old.conditions,
+            failback_since=self.failback_since,
         )
 
     def finish(self) -> Decision:
@@ -849,8 +1022,7 @@ class _Round:
         if self.primary in self.fenced:  # never both; fenced wins
             self.primary = None
         state = replace(self.current_state(), conditions=frozenset(keys))
-        actions = () if self.old.paused else tuple(self.actions)
-        return Decision(state, actions, (*self.events, *new_events))
+        return Decision(state, tuple(self.actions), (*self.events, *new_events))
 
 
 def decide(
@@ -861,6 +1033,426 @@ def decide(
 ) -> Decision:
     """One round: fold ``view`` into ``state`` and say what to do and why. Pure."""
     return _Round(state, view, specs, settings).run()
+
+
+# --------------------------------------------------------------------------- switchover
+
+
+def preferred_node(specs: Iterable[NodeSpec]) -> str | None:
+    """The node failback returns to: the unique highest priority (> 0); a tie: none."""
+    ordered = sorted(specs, key=lambda s: -s.priority)
+    if not ordered or ordered[0].priority <= 0:
+        return None
+    if len(ordered) > 1 and ordered[1].priority == ordered[0].priority:
+        return None
+    return ordered[0].name
+
+
+@dataclass(frozen=True, slots=True)
+class _SwitchoverPlan:
+    primary: str
+    primary_timeline: int | None
+    target: CandidateInfo
+    ranking: tuple[CandidateInfo, ...]
+
+
+def _streaming_problem(
+    name: str,
+    primary: str,
+    view: ClusterView,
+    specs: Mapping[str, NodeSpec],
+    settings: DecisionSettings,
+) -> str | None:
+    """Why replica ``name`` is not streaming live from ``primary`` (None: it is)."""
+    obs = view.get(name)
+    receiver = obs.wal_receiver if obs is not None else None
+    if receiver is None:
+        return f"{name} has no WAL receiver"
+    if receiver.status != "streaming":
+        return f"{name}'s WAL receiver is {receiver.status}"
+    if not _receiver_matches(receiver, _node_endpoints(specs[primary])):
+        return (
+            f"{name} streams from {receiver.sender_host}:{receiver.sender_port}, not from {primary}"
+        )
+    age = receiver.last_msg_age_s
+    if age is not None and age > settings.replica_silence_s:
+        return f"{name} has heard nothing from {primary} for {age:.1f} s"
+    return None
+
+
+def _plan_switchover(
+    state: ControllerState,
+    view: ClusterView,
+    specs: Mapping[str, NodeSpec],
+    settings: DecisionSettings,
+    to: str | None,
+) -> _SwitchoverPlan | Refusal:
+    """Check a planned switchover to ``to`` (None: the best candidate). In flight and
+    paused are the caller's checks."""
+    primary = state.primary
+    if primary is None or primary not in specs:
+        return Refusal(
+            "no_primary",
+            "no known primary to switch over from; if the primary is down use a manual"
+            " failover (failover --to NODE)",
+        )
+    obs = view.get(primary)
+    health = state.health(primary)
+    if not _reachable(obs):
+        problem = "unreachable"
+    elif not _is_primary(obs):
+        problem = "not a primary any more"
+    elif not _writable(obs):
+        problem = "read-only"
+    elif health.consecutive_failures or health.down:
+        problem = "failing probes"
+    else:
+        problem = ""
+    if problem:
+        return Refusal(
+            "no_primary",
+            f"primary {primary} is {problem}: a switchover needs a healthy writable primary;"
+            " if it is down use a manual failover (failover --to NODE)",
+        )
+    if to == primary:
+        return Refusal("not_eligible", f"{to} is already the primary")
+    if to is not None and to not in specs:
+        return Refusal("unknown_node", f"{to} is not a configured node ({', '.join(specs)})")
+    ranking = rank_candidates(state, view, specs, settings, old_primary=primary)
+    timeline = obs.timeline if obs is not None else None
+    if to is not None:
+        info = next(c for c in ranking if c.node == to)
+        lag = info.lag_bytes
+        if lag is not None and info.excluded and lag > settings.max_lag_bytes:
+            why = (
+                f"{to} is {_size(lag)} behind (max {_size(settings.max_lag_bytes)});"
+                " wait until it catches up"
+            )
+        elif info.excluded:
+            why = (
+                f"{to} cannot take over: {info.excluded}; a switchover needs a healthy"
+                f" replica streaming from {primary}, priority > 0, not in maintenance or"
+                " fenced, within max lag"
+            )
+        else:
+            streaming = _streaming_problem(to, primary, view, specs, settings)
+            why = f"{streaming}; wait until it streams from {primary}" if streaming else ""
+        if why:
+            return Refusal("not_eligible", why)
+        return _SwitchoverPlan(primary, timeline, info, ranking)
+    for info in ranking:
+        if info.eligible and _streaming_problem(info.node, primary, view, specs, settings) is None:
+            return _SwitchoverPlan(primary, timeline, info, ranking)
+    figures = "; ".join(
+        c.describe()
+        if not c.eligible
+        else f"{c.describe()} ({_streaming_problem(c.node, primary, view, specs, settings)})"
+        for c in ranking
+    )
+    return Refusal("no_candidate", f"no replica can take over from {primary}: {figures}")
+
+
+def _switchover_flight(
+    plan: _SwitchoverPlan, at: float, last_failover_at: float | None, kind: Operation
+) -> FailoverInFlight:
+    return FailoverInFlight(
+        candidate=plan.target.node,
+        old_primary=plan.primary,
+        started_at=at,
+        old_timeline=plan.primary_timeline,
+        previous_failover_at=last_failover_at,
+        kind=kind,
+    )
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _refuse(
+    state: ControllerState, request: Request, node: str | None, code: str, message: str
+) -> Decision:
+    refusal = Refusal(code, message)
+    event = Event(
+        "request_refused",
+        node,
+        message,
+        {"request": _request_details(request), "code": code},
+        Severity.WARNING,
+    )
+    return Decision(state, (), (event,), refused=refusal)
+
+
+def _request_details(request: Request) -> dict[str, Any]:
+    return {"type": type(request).__name__} | {
+        f.name: getattr(request, f.name) for f in fields(request)
+    }
+
+
+def _promotion_problems(
+    name: str,
+    state: ControllerState,
+    view: ClusterView,
+    specs: Mapping[str, NodeSpec],
+    settings: DecisionSettings,
+    info: CandidateInfo | None,
+) -> list[str]:
+    """Everything that keeps ``name`` from being a normal candidate (empty: nothing)."""
+    obs = view.get(name)
+    health = state.health(name)
+    problems: list[str] = []
+    if not _reachable(obs):
+        problems.append(f"{name} is unreachable")
+    elif obs is not None and obs.role is not Role.REPLICA:
+        problems.append(f"{name}'s role is {obs.role}")
+    if specs[name].priority <= 0:
+        problems.append(f"{name} has priority 0 (never promoted)")
+    if name in state.maintenance:
+        problems.append(f"{name} is in maintenance")
+    if name in state.fenced:
+        problems.append(f"{name} is fenced (needs rejoin)")
+    if health.backoff_until is not None and view.at < health.backoff_until:
+        problems.append(
+            f"{name} is backed off after a failed promote"
+            f" for {health.backoff_until - view.at:.0f} s"
+        )
+    if _reachable(obs) and health.consecutive_successes < settings.recovery_threshold:
+        problems.append(
+            f"{name} is not healthy yet ({health.consecutive_successes}/"
+            f"{settings.recovery_threshold} healthy probes)"
+        )
+    if _is_replica(obs) and obs is not None and obs.wal_position is None:
+        problems.append(f"{name}'s WAL position is unknown")
+    lag = info.lag_bytes if info is not None else None
+    if lag is not None and lag > settings.max_lag_bytes:
+        problems.append(f"{name} is {_size(lag)} behind (max {_size(settings.max_lag_bytes)})")
+    return problems
+
+
+def _manual_failover(
+    state: ControllerState,
+    view: ClusterView,
+    specs: Mapping[str, NodeSpec],
+    settings: DecisionSettings,
+    request: ManualFailover,
+) -> Decision:
+    to = request.to
+    if to not in specs:
+        return _refuse(
+            state,
+            request,
+            None,
+            "unknown_node",
+            f"{to} is not a configured node ({', '.join(specs)})",
+        )
+    if state.in_flight is not None:
+        flight = state.in_flight
+        return _refuse(
+            state,
+            request,
+            to,
+            "in_flight",
+            f"a {flight.kind} to {flight.candidate} is in flight; wait for it to finish",
+        )
+    writable = [n for n in specs if _writable(view.get(n))]
+    if writable:
+        return _refuse(
+            state,
+            request,
+            to,
+            "writable_primary",
+            f"{', '.join(writable)} {'is' if len(writable) == 1 else 'are'} a writable primary:"
+            " promoting another node would make two primaries; use a switchover"
+            " (switchover --to NODE) to move the primary, or stop/fence the primary first",
+        )
+    obs = view.get(to)
+    if to == state.primary:
+        return _refuse(
+            state,
+            request,
+            to,
+            "not_eligible",
+            f"{to} is the current primary; bring it back or fail over to another node",
+        )
+    if _is_primary(obs):
+        return _refuse(
+            state,
+            request,
+            to,
+            "not_eligible",
+            f"{to} is a read-only primary, not a replica: promoting cannot help; rejoin it"
+            " as a replica, or fail over to another node",
+        )
+    ranking = rank_candidates(state, view, specs, settings)
+    info = next((c for c in ranking if c.node == to), None)
+    problems = _promotion_problems(to, state, view, specs, settings, info)
+    if problems and not request.force:
+        return _refuse(
+            state,
+            request,
+            to,
+            "not_eligible",
+            "; ".join(problems) + f"; use --force to promote {to} anyway",
+        )
+    old = state.primary or ""
+    at = view.at
+    forced = f" (forced over: {'; '.join(problems)})" if problems else ""
+    figures = "; ".join(c.describe() for c in ranking)
+    reason = f"operator requested a manual failover to {to}{forced}; candidates: {figures}"
+    target_tl = obs.timeline if obs is not None else None
+    flight = FailoverInFlight(
+        candidate=to,
+        old_primary=old,
+        started_at=at,
+        old_timeline=state.primary_timeline if state.primary_timeline is not None else target_tl,
+        previous_failover_at=state.last_failover_at,
+        kind=Operation.MANUAL_FAILOVER,
+        forced=bool(problems),
+    )
+    event = Event(
+        "failover_started",
+        to,
+        reason,
+        {
+            "old_primary": old or None,
+            "requested_by": "operator",
+            "forced": bool(problems),
+            "overrides": problems,
+            "candidates": [c.as_dict() for c in ranking],
+        },
+        Severity.CRITICAL,
+    )
+    new_state = replace(state, in_flight=flight, last_failover_at=at, failback_since=None)
+    return Decision(new_state, (Promote(to, reason, old, ranking),), (event,))
+
+
+def handle_request(
+    state: ControllerState,
+    view: ClusterView,
+    specs: Sequence[NodeSpec],
+    settings: DecisionSettings,
+    request: Request,
+) -> Decision:
+    """Fold an operator request into the state. Pure.
+
+    ``view`` is the latest probe round (``state`` must come from deciding on it);
+    its time stamps what the request starts. A refused request changes nothing and
+    returns ``Decision.refused`` plus a ``request_refused`` event saying why and
+    what would allow it. See docs/operations.md for the semantics of each request.
+    """
+    by_name = {s.name: s for s in sorted(specs, key=lambda s: s.name)}
+    at = view.at
+    if isinstance(request, Pause | Resume):
+        paused = isinstance(request, Pause)
+        kind = "paused" if paused else "resumed"
+        if paused == state.paused:
+            message = f"already {kind}"
+        elif paused:
+            message = "paused: observing and reporting only, no actions until resumed"
+        else:
+            message = "resumed: acting on failures again"
+        event = Event(kind, None, message, {"changed": paused != state.paused})
+        return Decision(replace(state, paused=paused), (), (event,))
+    if isinstance(request, SetMaintenance):
+        node = request.node
+        if node not in by_name:
+            return _refuse(
+                state,
+                request,
+                None,
+                "unknown_node",
+                f"{node} is not a configured node ({', '.join(by_name)})",
+            )
+        kind = "maintenance_on" if request.on else "maintenance_off"
+        changed = (node in state.maintenance) != request.on
+        maintenance = state.maintenance | {node} if request.on else state.maintenance - {node}
+        if not changed:
+            message = f"{node} is already {'in' if request.on else 'out of'} maintenance"
+        elif request.on:
+            message = (
+                f"{node} in maintenance: never a failover candidate, and its failure starts"
+                " no failover"
+            )
+        else:
+            message = f"{node} out of maintenance"
+        event = Event(kind, node, message, {"changed": changed})
+        return Decision(replace(state, maintenance=maintenance), (), (event,))
+    if isinstance(request, NodeRejoined):
+        node = request.node
+        if node not in by_name:
+            return _refuse(
+                state,
+                request,
+                None,
+                "unknown_node",
+                f"{node} is not a configured node ({', '.join(by_name)})",
+            )
+        if node != state.primary and _writable(view.get(node)):
+            return _refuse(
+                state,
+                request,
+                node,
+                "not_fenced_writable",
+                f"{node} still accepts writes as a primary: rejoin it as a replica of"
+                f" {state.primary or 'the primary'} first",
+            )
+        changed = node in state.fenced
+        message = f"{node} rejoined: no longer fenced" if changed else f"{node} was not fenced"
+        event = Event("node_rejoined", node, message, {"changed": changed})
+        return Decision(replace(state, fenced=state.fenced - {node}), (), (event,))
+    if isinstance(request, ManualFailover):
+        return _manual_failover(state, view, by_name, settings, request)
+    # SwitchoverRequest
+    if request.to is not None and request.to not in by_name:
+        return _refuse(
+            state,
+            request,
+            None,
+            "unknown_node",
+            f"{request.to} is not a configured node ({', '.join(by_name)})",
+        )
+    if state.in_flight is not None:
+        flight = state.in_flight
+        return _refuse(
+            state,
+            request,
+            request.to,
+            "in_flight",
+            f"a {flight.kind} to {flight.candidate} is in flight; wait for it to finish",
+        )
+    if state.paused:
+        return _refuse(
+            state,
+            request,
+            request.to,
+            "paused",
+            "the controller is paused; resume it first (a manual failover works while paused)",
+        )
+    plan = _plan_switchover(state, view, by_name, settings, request.to)
+    if isinstance(plan, Refusal):
+        return _refuse(state, request, request.to, plan.code, plan.message)
+    target = plan.target
+    chosen = "requested" if request.to else "best candidate"
+    reason = (
+        f"operator requested a switchover from {plan.primary} to {target.node} ({chosen}:"
+        f" {target.describe()}); others: "
+        + ("; ".join(c.describe() for c in plan.ranking if c is not target) or "none")
+    )
+    action = Switchover(plan.primary, target.node, reason, plan.ranking)
+    flight = _switchover_flight(plan, at, state.last_failover_at, Operation.SWITCHOVER)
+    event = Event(
+        "switchover_started",
+        target.node,
+        reason,
+        {
+            "old_primary": plan.primary,
+            "operation": str(Operation.SWITCHOVER),
+            "requested_by": "operator",
+            "candidates": [c.as_dict() for c in plan.ranking],
+        },
+        Severity.WARNING,
+    )
+    new_state = replace(state, in_flight=flight, failback_since=None)
+    return Decision(new_state, (action,), (event,))
 
 
 def apply_outcome(
@@ -931,6 +1523,8 @@ def apply_outcome(
             Severity.CRITICAL,
         )
         return Decision(new_state, (), (event,))
+    if isinstance(action, Switchover):
+        return _switchover_outcome(state, outcome, at, settings or DecisionSettings())
     if outcome.status is OutcomeStatus.SUCCEEDED:
         return Decision(state)
     kind = {Repoint: "repoint_failed", Fence: "fence_failed", RunHook: "hook_failed"}[type(action)]
@@ -939,3 +1533,98 @@ def apply_outcome(
         kind, action.node, f"{kind.replace('_', ' ')} on {action.node}: {detail}", details, severity
     )
     return Decision(state, (), (event,))
+
+
+def _switchover_outcome(
+    state: ControllerState, outcome: ActionOutcome, at: float, settings: DecisionSettings
+) -> Decision:
+    """SUCCEEDED: the target is the primary; the old primary is fenced unless the shell
+    reports it in ``outcome.rejoined``. FAILED (rolled back): the old primary stays.
+    UNCERTAIN: stays in flight until seen or overdue. A FAILED report after the target
+    was already seen promoted counts as completed (what is seen wins)."""
+    action = outcome.action
+    assert isinstance(action, Switchover)
+    flight = state.in_flight
+    details: dict[str, Any] = {"status": str(outcome.status), "detail": outcome.detail}
+    target, old = action.target, action.old_primary
+    if flight is None or not flight.planned or flight.candidate != target:
+        event = Event(
+            "switchover_outcome_ignored",
+            target,
+            f"outcome of a switchover to {target} that is not in flight: {outcome.detail}",
+            details,
+            Severity.WARNING,
+        )
+        return Decision(state, (), (event,))
+    if outcome.status is OutcomeStatus.UNCERTAIN and state.primary != target:
+        event = Event(
+            "switchover_uncertain",
+            target,
+            f"switchover to {target} may not have finished: {outcome.detail}; following"
+            " what is observed",
+            details,
+            Severity.WARNING,
+        )
+        return Decision(state, (), (event,))
+    if outcome.status is OutcomeStatus.FAILED and state.primary != target:
+        nodes = dict(state.nodes)
+        backoff = at + settings.candidate_backoff_s
+        nodes[target] = replace(nodes.get(target, NodeHealth()), backoff_until=backoff)
+        event = Event(
+            "switchover_aborted",
+            old,
+            f"switchover to {target} aborted and rolled back: {old} stays the primary"
+            f" ({outcome.detail}); {target} is backed off",
+            {**details, "target": target, "backoff_until": backoff},
+            Severity.WARNING,
+        )
+        new_state = replace(state, in_flight=None, nodes=nodes, failback_since=None)
+        return Decision(new_state, (), (event,))
+    actions: list[Action] = []
+    if state.primary != target:
+        # Not seen promoted yet: the role-change hook was not sent by decide either.
+        env = {
+            "HACONTROL_EVENT": ROLE_CHANGE_HOOK,
+            "HACONTROL_NEW_PRIMARY": target,
+            "HACONTROL_OLD_PRIMARY": old,
+            "HACONTROL_TIMELINE": "",
+            "HACONTROL_REASON": str(flight.kind),
+        }
+        actions.append(RunHook(ROLE_CHANGE_HOOK, target, f"{flight.kind}: {old} -> {target}", env))
+        state = replace(state, primary=target, primary_timeline=None, primary_lsn=None)
+    rejoined = outcome.rejoined & set(state.nodes)
+    fenced = (state.fenced - rejoined) - {target}
+    failed_late = outcome.status is not OutcomeStatus.SUCCEEDED
+    message = f"{target} is the primary after a {flight.kind} from {old}"
+    if failed_late:
+        message += f" (the procedure reported {outcome.status} after the promote: {outcome.detail})"
+    events = [
+        Event(
+            "switchover_completed",
+            target,
+            message,
+            {
+                **details,
+                "old_primary": old,
+                "operation": str(flight.kind),
+                "rejoined": sorted(rejoined),
+                "duration_s": round(at - flight.started_at, 3),
+            },
+            Severity.WARNING if failed_late else Severity.INFO,
+        )
+    ]
+    if old not in rejoined and old != target and old in state.nodes:
+        fenced |= {old}
+        events.append(
+            Event(
+                "node_fenced",
+                old,
+                f"{old} fenced — needs rejoin: the {flight.kind} did not rejoin it as a replica",
+                {"reason": "not rejoined by the switchover"},
+                Severity.WARNING,
+            )
+        )
+    for node in sorted(rejoined & state.fenced):
+        events.append(Event("node_rejoined", node, f"{node} rejoined by the {flight.kind}", {}))
+    new_state = replace(state, in_flight=None, fenced=fenced, failback_since=None)
+    return Decision(new_state, tuple(actions), tuple(events))

@@ -154,3 +154,6 @@ class DecisionSettings:
     failback_delay_s: float = 300.0
     # A candidate whose promote failed or was abandoned is not tried again for this long.
     candidate_backoff_s: float = 60.0
+    # A planned switchover (or failback) still running after this long is reported;
+    # after twice this long without an outcome from the shell it is abandoned.
+    switchover_timeout_s: float = 60.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from hacontrol.model import NodeSpec
 
@@ -40,11 +41,21 @@ class NodeHealth:
         return self.last_failure_at - self.first_failure_at >= window_s
 
 
+class Operation(StrEnum):
+    """What kind of change of primary is in flight."""
+
+    FAILOVER = "failover"  # automatic, after a confirmed failure
+    MANUAL_FAILOVER = "manual_failover"  # an operator's ManualFailover request
+    SWITCHOVER = "switchover"  # an operator's planned switchover
+    FAILBACK = "failback"  # automatic planned switchover back to the preferred node
+
+
 @dataclass(frozen=True, slots=True)
 class FailoverInFlight:
-    """A Promote that was sent and is not yet observed to have completed."""
+    """A Promote or Switchover that was sent and is not yet known to have finished."""
 
     candidate: str
+    # Empty when no primary was known (a manual failover with nothing to fail over from).
     old_primary: str
     started_at: float
     # The old primary's timeline when the promote was sent: completion means the
@@ -54,6 +65,21 @@ class FailoverInFlight:
     # promote definitely did nothing, so another candidate may be tried at once.
     previous_failover_at: float | None
     promote_reported: bool = False
+    kind: Operation = Operation.FAILOVER
+    # A manual failover that overrode a refusal (the overrides are in its event).
+    forced: bool = False
+    # A planned switchover running longer than the limit was reported once.
+    overdue_reported: bool = False
+
+    @property
+    def planned(self) -> bool:
+        """True for a switchover (operator or failback): the shell drives it to an outcome."""
+        return self.kind in (Operation.SWITCHOVER, Operation.FAILBACK)
+
+    @property
+    def by_operator(self) -> bool:
+        """True when an operator asked for it: its own follow-up steps run even while paused."""
+        return self.kind in (Operation.MANUAL_FAILOVER, Operation.SWITCHOVER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +101,8 @@ class ControllerState:
     # Keys of the conditions active after the last round; an event is emitted only
     # when a condition becomes active, so a fast loop does not flood the journal.
     conditions: frozenset[str] = frozenset()
+    # Since when the preferred node has been continuously ready for a failback.
+    failback_since: float | None = None
 
     def health(self, node: str) -> NodeHealth:
         """The probe history of ``node`` (empty if never probed)."""
