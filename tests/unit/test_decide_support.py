@@ -7,8 +7,17 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from hacontrol.actions import Action, ActionOutcome, Decision, Event, Fence, Promote, Repoint
-from hacontrol.decide import Endpoint, apply_outcome, decide, endpoints
+from hacontrol.actions import (
+    Action,
+    ActionOutcome,
+    Decision,
+    Event,
+    Fence,
+    Promote,
+    Repoint,
+    Request,
+)
+from hacontrol.decide import Endpoint, apply_outcome, decide, endpoints, handle_request
 from hacontrol.model import (
     ClusterView,
     DecisionSettings,
@@ -112,19 +121,29 @@ class Sim:
     settings: DecisionSettings = SETTINGS
     state: ControllerState = field(default_factory=ControllerState)
     decisions: list[Decision] = field(default_factory=list)
+    last_view: ClusterView | None = None
 
     def __post_init__(self) -> None:
         if not self.state.nodes:
             self.state = initial_state(self.specs)
 
     def step(self, at: float, *observations: Observation) -> Decision:
-        decision = decide(self.state, view(at, *observations), self.specs, self.settings)
+        self.last_view = view(at, *observations)
+        decision = decide(self.state, self.last_view, self.specs, self.settings)
         self.state = decision.state
         self.decisions.append(decision)
         return decision
 
     def report(self, outcome: ActionOutcome, at: float) -> Decision:
         decision = apply_outcome(self.state, outcome, at, self.settings)
+        self.state = decision.state
+        self.decisions.append(decision)
+        return decision
+
+    def request(self, request: Request) -> Decision:
+        """An operator request against the latest view."""
+        assert self.last_view is not None, "step at least once first"
+        decision = handle_request(self.state, self.last_view, self.specs, self.settings, request)
         self.state = decision.state
         self.decisions.append(decision)
         return decision
