@@ -1,0 +1,7 @@
+"""Test support: real local PostgreSQL clusters, a fault-injecting TCP proxy and a
+write workload with its checker."""
+
+from hacontrol.testing.local_cluster import ClusterError, LocalCluster, Node
+from hacontrol.testing.pgbin import PgBin, PgBinError, find_pgbin
+
+__all__ = ["ClusterError", "LocalCluster", "Node", "PgBin", "PgBinError", "find_pgbin"]

@@ -1,0 +1,734 @@
+"""Real PostgreSQL streaming-replication clusters on this machine, for tests and demos.
+
+``LocalCluster(nodes=3)`` makes ``pg1`` a primary with initdb and every other node a
+replica with ``pg_basebackup -R``; all listen on 127.0.0.1 only, with their unix
+sockets and data in one directory. Servers are started with the ``postgres``
+binary directly (no pg_ctl), so the harness knows each postmaster's PID; the
+fault helpers signal PIDs, never process names.
+
+The cluster trusts every connection from 127.0.0.1, normal and replication:
+test clusters only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psycopg
+
+from hacontrol.model import NodeSpec, parse_lsn
+from hacontrol.testing import processes
+from hacontrol.testing.pgbin import PgBin, find_pgbin
+from hacontrol.testing.runas import Owner, data_owner
+from hacontrol.testing.sysv import remove_stale_segment
+
+HOST = "127.0.0.1"
+STATE_FILE = "cluster.json"
+NODE_CONF = "postgresql.node.conf"
+
+# Defaults for every node; ``settings=`` overrides or extends them.
+DEFAULT_SETTINGS: dict[str, str] = {
+    "listen_addresses": HOST,
+    "wal_level": "replica",
+    "max_wal_senders": "10",
+    "max_replication_slots": "10",
+    # pg_rewind of a failed primary needs the WAL since the fork on the new primary.
+    "wal_keep_size": "512MB",
+    "wal_log_hints": "on",
+    "hot_standby": "on",
+    "hot_standby_feedback": "off",
+    "max_connections": "50",
+    "shared_buffers": "32MB",
+    "logging_collector": "off",
+    "log_line_prefix": "%m [%p] %q%a ",
+    "log_checkpoints": "off",
+}
+
+STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be started, or a node did not do what was asked."""
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    """True when something already listens on 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+class Node:
+    """One PostgreSQL server of a :class:`LocalCluster`."""
+
+    def __init__(self, cluster: LocalCluster, name: str, port: int) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.port = port
+        self.data_dir = cluster.base_dir / name
+        self.log_path = cluster.base_dir / f"{name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._frozen: list[int] = []
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, port={self.port})"
+
+    # -- addresses -------------------------------------------------------------------
+
+    @property
+    def dsn(self) -> str:
+        """libpq key/value DSN of this node."""
+        return f"host={HOST} port={self.port} user=postgres dbname=postgres"
+
+    @property
+    def replication_dsn(self) -> str:
+        """How a replica reaches this node (primary_conninfo without application_name)."""
+        return f"host={HOST} port={self.port} user=postgres"
+
+    @property
+    def bindir(self) -> Path:
+        """The PostgreSQL ``bin`` directory this node runs from."""
+        return self.cluster.pgbin.bindir
+
+    @property
+    def owner(self) -> Owner:
+        """The OS user that owns the data directory and runs the server."""
+        return self.cluster.owner
+
+    # -- processes -------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The postmaster's PID, or None when it is not running. Read from
+        postmaster.pid and checked against /proc, so a server restarted by other
+        means (pg_ctl) is found too."""
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc = None
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+            pid = int(first)
+        except (OSError, ValueError):
+            return None
+        if not processes.alive(pid) or not processes.is_postgres(pid):
+            return None
+        where = processes.cwd(pid)
+        if where is not None and os.path.realpath(where) != os.path.realpath(self.data_dir):
+            return None
+        return pid
+
+    def child_pids(self) -> list[int]:
+        """PIDs of the postmaster's live descendants."""
+        pid = self.pid()
+        return processes.children(pid) if pid is not None else []
+
+    def all_pids(self) -> list[int]:
+        """The postmaster and its descendants."""
+        pid = self.pid()
+        return [pid, *processes.children(pid)] if pid is not None else []
+
+    def is_running(self) -> bool:
+        """True while the postmaster exists (a frozen one counts as running)."""
+        return self.pid() is not None
+
+    @property
+    def frozen(self) -> bool:
+        """True between :meth:`freeze` and :meth:`thaw`."""
+        return bool(self._frozen)
+
+    def start(self, timeout: float = 30.0) -> int:
+        """Start the server and wait until it accepts connections; returns its PID."""
+        if self.pid() is not None:
+            raise ClusterError(f"{self.name} is already running")
+        # A SIGKILLed postmaster leaves its pid file; its PID may since belong to
+        # another process, which would make postgres refuse to start.
+        (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+        with self.log_path.open("ab") as log:
+            self._proc = self.owner.popen(
+                [self.cluster.pgbin.path("postgres"), "-D", str(self.data_dir)],
+                cwd=self.data_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                new_session=True,
+            )
+        self._wait_ready(self._proc, timeout)
+        self.cluster._record_pid(self, self._proc.pid)
+        return self._proc.pid
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        pidfile = self.data_dir / "postmaster.pid"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ClusterError(
+                    f"{self.name} exited with {proc.returncode} while starting:\n{self.log_tail()}"
+                )
+            try:
+                lines = pidfile.read_text().splitlines()
+            except OSError:
+                lines = []
+            # Line 8 is the postmaster's status: "ready" (primary) or "standby".
+            if (
+                len(lines) >= 8
+                and lines[0] == str(proc.pid)
+                and lines[7].strip() in ("ready", "standby")
+            ):
+                return
+            time.sleep(0.01)
+        processes.kill_tree(proc.pid)
+        raise ClusterError(
+            f"{self.name} did not accept connections within {timeout:g} s:\n{self.log_tail()}"
+        )
+
+    def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
+        """Shut the server down (``smart``, ``fast`` or ``immediate``) and wait until
+        every process of it is gone. A frozen server is thawed first."""
+        if mode not in STOP_SIGNALS:
+            raise ValueError(f"unknown stop mode {mode!r}; use one of {sorted(STOP_SIGNALS)}")
+        if self._frozen:
+            self.thaw()
+        pids = self.all_pids()
+        if not pids:
+            return
+        processes.send(pids[:1], STOP_SIGNALS[mode])
+        left = processes.wait_gone(pids, timeout)
+        self._reap()
+        if left:
+            raise ClusterError(f"{self.name} did not stop ({mode}) within {timeout:g} s: {left}")
+
+    def kill(self) -> list[int]:
+        """SIGKILL the postmaster and every child at once, as a host death; returns
+        the PIDs killed."""
+        pid = self.pid()
+        if pid is None:
+            return []
+        self._frozen = []
+        killed = processes.kill_tree(pid)
+        self._reap()
+        return killed
+
+    def freeze(self) -> list[int]:
+        """SIGSTOP the postmaster and every child (a hung server); returns the PIDs.
+        Connections are still accepted by the kernel but never answered."""
+        pid = self.pid()
+        if pid is None:
+            raise ClusterError(f"{self.name} is not running")
+        # Stop the postmaster first so it cannot fork while its children are listed.
+        processes.send([pid], signal.SIGSTOP)
+        processes.wait_stopped(pid, 1.0)
+        kids = processes.children(pid)
+        processes.send(kids, signal.SIGSTOP)
+        self._frozen = [pid, *kids]
+        return list(self._frozen)
+
+    def thaw(self) -> None:
+        """SIGCONT everything :meth:`freeze` stopped."""
+        frozen, self._frozen = self._frozen, []
+        pid = self.pid()
+        kids = processes.children(pid) if pid is not None else []
+        rest = [p for p in dict.fromkeys([*frozen[1:], *kids])]
+        processes.send(rest, signal.SIGCONT)
+        processes.send(frozen[:1] or ([pid] if pid else []), signal.SIGCONT)
+
+    def _reap(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(0)
+            if self._proc.returncode is not None:
+                self._proc = None
+
+    # -- SQL -------------------------------------------------------------------------
+
+    def connect(self, timeout: int = 2, **kwargs: Any) -> psycopg.Connection[Any]:
+        """An autocommit psycopg connection (connect_timeout in whole seconds, >= 2
+        as libpq enforces)."""
+        return psycopg.connect(self.dsn, connect_timeout=timeout, autocommit=True, **kwargs)
+
+    def query(
+        self, sql: str, params: Sequence[Any] | None = None, timeout: int = 2
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on this node; its rows ([] when it returns none)."""
+        with self.connect(timeout) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
+
+    def is_primary(self) -> bool:
+        """Ask the node whether it is out of recovery."""
+        return not self.query("SELECT pg_is_in_recovery()")[0][0]
+
+    def replay_lsn(self) -> int | None:
+        """The node's replayed LSN (its current LSN when it is a primary)."""
+        row = self.query(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text "
+            "ELSE pg_current_wal_lsn()::text END"
+        )[0]
+        return parse_lsn(row[0])
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of this node's server log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class LocalCluster:
+    """A primary (``pg1``) and ``nodes - 1`` streaming replicas (``pg2`` ...).
+
+    Use as a context manager (sync or async) or call :meth:`start` and
+    :meth:`close`. Unless ``keep`` is set, :meth:`close`, an ``atexit`` hook and a
+    watchdog process (for a harness killed outright) stop every server by PID and
+    remove ``base_dir``.
+    """
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        base_port: int | None = None,
+        sync: bool = False,
+        settings: Mapping[str, str] | None = None,
+        *,
+        base_dir: str | Path | None = None,
+        keep: bool = False,
+        os_user: str = "postgres",
+        pgbin: PgBin | None = None,
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.size = nodes
+        self.base_port = base_port
+        self.sync = sync
+        self.settings = dict(settings or {})
+        self.keep = keep
+        self._given_dir = Path(base_dir) if base_dir is not None else None
+        self._os_user = os_user
+        self._pgbin = pgbin
+        self._nodes: dict[str, Node] = {}
+        self._base: Path | None = None
+        self._owns_dir = False
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.started_pids: set[int] = set()
+        self.startup_seconds: float | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory holding data directories, logs and sockets."""
+        if self._base is None:
+            raise ClusterError("the cluster is not started")
+        return self._base
+
+    @property
+    def nodes(self) -> list[Node]:
+        """Every node, pg1 first."""
+        return list(self._nodes.values())
+
+    def node(self, name: str) -> Node:
+        """The node called ``name``."""
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise KeyError(f"no node {name!r}; nodes: {', '.join(self._nodes)}") from None
+
+    def start(self) -> LocalCluster:
+        """Create and start every node; returns self. On failure everything started
+        so far is stopped and removed before the error propagates."""
+        t0 = time.monotonic()
+        self.pgbin = self._pgbin or find_pgbin()
+        self.owner = data_owner(self._os_user)
+        self._make_base_dir()
+        atexit.register(self.close)
+        try:
+            ports = self._ports()
+            names = [f"pg{i + 1}" for i in range(self.size)]
+            self._nodes = {n: Node(self, n, p) for n, p in zip(names, ports, strict=True)}
+            if not self.keep:
+                self._start_watchdog()
+            self._write_state()
+            primary = self.nodes[0]
+            self._initdb(primary)
+            primary.start()
+            replicas = self.nodes[1:]
+            if replicas:
+                with ThreadPoolExecutor(max_workers=len(replicas)) as pool:
+                    list(pool.map(self._make_replica, replicas))
+            self._write_state()
+        except BaseException:
+            self.close()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def close(self) -> None:
+        """Stop every server of the cluster by PID and (unless ``keep``) remove its
+        directory. Safe to call more than once."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        atexit.unregister(self.close)
+        if self._base is None:
+            return
+        try:
+            self._stop_all()
+        finally:
+            if not self.keep:
+                shutil.rmtree(self._base, ignore_errors=True)
+            self._stop_watchdog()
+
+    def detach(self) -> None:
+        """Leave the servers running after this process exits (``cluster up``)."""
+        self.keep = True
+        atexit.unregister(self.close)
+        self._stop_watchdog()
+        self._closed = True
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> LocalCluster:
+        import asyncio
+
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.close)
+
+    # -- building --------------------------------------------------------------------
+
+    def _make_base_dir(self) -> None:
+        if self._given_dir is None:
+            self._base = Path(tempfile.mkdtemp(prefix="hacontrol-cluster-"))
+            self._owns_dir = True
+        else:
+            base = self._given_dir.resolve()
+            if base.exists() and any(base.iterdir()):
+                raise ClusterError(f"{base} is not empty")
+            self._owns_dir = not base.exists()
+            base.mkdir(parents=True, exist_ok=True)
+            self._base = base
+        # The servers write sockets here and own their data directories below it.
+        self.owner.chown(self._base)
+        os.chmod(self._base, 0o755 if self.keep else 0o700)
+
+    def _ports(self) -> list[int]:
+        if self.base_port is None:
+            ports: list[int] = []
+            while len(ports) < self.size:
+                port = free_port()
+                if port not in ports:
+                    ports.append(port)
+            return ports
+        ports = [self.base_port + i for i in range(self.size)]
+        busy = [p for p in ports if port_in_use(p)]
+        if busy:
+            raise ClusterError(f"port(s) {', '.join(map(str, busy))} on {HOST} already in use")
+        return ports
+
+    def _common_settings(self) -> dict[str, str]:
+        conf = dict(DEFAULT_SETTINGS)
+        conf["unix_socket_directories"] = str(self.base_dir)
+        if self.sync and self.size > 1:
+            # Every node lists every node: a node never waits for itself, so the same
+            # setting keeps commits synchronous on whichever node is primary.
+            conf["synchronous_standby_names"] = f"ANY 1 ({', '.join(self._nodes)})"
+        conf.update(self.settings)
+        return conf
+
+    def _initdb(self, node: Node) -> None:
+        self.owner.run(
+            [
+                self.pgbin.path("initdb"), "-D", str(node.data_dir), "-U", "postgres",
+                "--auth=trust", "--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C",
+            ],
+            timeout=120,
+            cwd=self.base_dir,
+        )
+        conf = "".join(f"{k} = {_quote(v)}\n" for k, v in self._common_settings().items())
+        with (node.data_dir / "postgresql.conf").open("a") as f:
+            f.write(f"\n# hacontrol test cluster\n{conf}include_if_exists = '{NODE_CONF}'\n")
+        (node.data_dir / "pg_hba.conf").write_text(
+            "# hacontrol test cluster: trusts loopback; never use outside tests\n"
+            "local all all trust\n"
+            "local replication all trust\n"
+            f"host all all {HOST}/32 trust\n"
+            f"host replication all {HOST}/32 trust\n"
+        )
+        self._write_node_conf(node)
+
+    def _write_node_conf(self, node: Node) -> None:
+        path = node.data_dir / NODE_CONF
+        path.write_text(f"port = {node.port}\ncluster_name = {_quote(node.name)}\n")
+        self.owner.chown(path)
+
+    def _make_replica(self, node: Node) -> None:
+        primary = self.nodes[0]
+        self.owner.run(
+            [
+                self.pgbin.path("pg_basebackup"),
+                "-d", f"{primary.replication_dsn} application_name={node.name}",
+                "-D", str(node.data_dir), "-R", "-X", "stream", "-c", "fast", "--no-sync",
+            ],
+            timeout=120,
+            cwd=self.base_dir,
+        )
+        self._write_node_conf(node)
+        node.start()
+
+    # -- teardown --------------------------------------------------------------------
+
+    def _stop_all(self) -> None:
+        base = self.base_dir
+        postmasters = [p for p in (n.pid() for n in self.nodes) if p is not None]
+        everything = list(dict.fromkeys([*postmasters, *processes.postgres_under(base)]))
+        # Frozen processes must run to act on a signal; immediate shutdown also
+        # removes each server's shared memory.
+        processes.send(everything, signal.SIGCONT)
+        processes.send(postmasters, signal.SIGQUIT)
+        left = processes.wait_gone(everything, 10.0)
+        stray = list(dict.fromkeys([*left, *processes.postgres_under(base)]))
+        if stray:
+            processes.send(stray, signal.SIGKILL)
+            processes.wait_gone(stray, 10.0)
+        for node in self.nodes:
+            node._reap()
+            node._frozen = []
+            remove_stale_segment(node.data_dir)
+        survivors = processes.postgres_under(base)
+        if survivors:
+            raise ClusterError(f"postgres processes survived teardown: {survivors}")
+
+    def _start_watchdog(self) -> None:
+        # If this process dies without running close() (SIGKILL, os._exit), the pipe
+        # closes, `read` returns and the watchdog stops the servers and removes the
+        # directory; after a normal close() the state file is gone and it just exits.
+        state = self.base_dir / STATE_FILE
+        script = 'read _ignored; [ -e "$1" ] && exec "$2" -m hacontrol.testing.reaper "$3"'
+        self._watchdog = subprocess.Popen(
+            ["/bin/sh", "-c", script, "sh", str(state), sys.executable, str(self.base_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _stop_watchdog(self) -> None:
+        dog, self._watchdog = self._watchdog, None
+        if dog is None:
+            return
+        if dog.stdin is not None:
+            with contextlib.suppress(OSError):
+                dog.stdin.close()
+        try:
+            dog.wait(5)
+        except subprocess.TimeoutExpired:
+            dog.kill()
+            dog.wait(5)
+
+    def _record_pid(self, node: Node, pid: int) -> None:
+        self.started_pids.add(pid)
+        with contextlib.suppress(OSError):
+            self._write_state()
+
+    def _write_state(self) -> None:
+        state = {
+            "harness_pid": os.getpid(),
+            "keep": self.keep,
+            "created_dir": self._owns_dir,
+            "bindir": str(self.pgbin.bindir),
+            "owner": self.owner.name,
+            "sync": self.sync,
+            "nodes": [
+                {
+                    "name": n.name,
+                    "port": n.port,
+                    "data_dir": str(n.data_dir),
+                    "log": str(n.log_path),
+                    "pid": n.pid(),
+                    "dsn": n.dsn,
+                }
+                for n in self.nodes
+            ],
+            "multi_host_dsn": self.multi_host_dsn() if self._nodes else None,
+        }
+        path = self.base_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(path)
+
+    # -- addresses and queries -------------------------------------------------------
+
+    def dsn(self, name: str) -> str:
+        """The DSN of node ``name``."""
+        return self.node(name).dsn
+
+    def multi_host_dsn(self, **params: str | int) -> str:
+        """One libpq DSN over all nodes with target_session_attrs=read-write, as an
+        application would use; extra libpq parameters may be given."""
+        opts: dict[str, str | int] = {
+            "host": ",".join(HOST for _ in self.nodes),
+            "port": ",".join(str(n.port) for n in self.nodes),
+            "user": "postgres",
+            "dbname": "postgres",
+            "target_session_attrs": "read-write",
+            "connect_timeout": 2,
+        }
+        opts.update(params)
+        return " ".join(f"{k}={v}" for k, v in opts.items())
+
+    def primaries(self) -> list[str]:
+        """Names of the running nodes that say they are out of recovery (asked in
+        parallel; a node that does not answer is skipped)."""
+
+        def ask(node: Node) -> bool:
+            if not node.is_running() or node.frozen:
+                return False
+            try:
+                return node.is_primary()
+            except psycopg.Error:
+                return False
+
+        with ThreadPoolExecutor(max_workers=max(1, len(self.nodes))) as pool:
+            answers = list(pool.map(ask, self.nodes))
+        return [n.name for n, yes in zip(self.nodes, answers, strict=True) if yes]
+
+    def primary_name(self) -> str | None:
+        """The one node that says it is primary; None when none does. Raises
+        :class:`ClusterError` when two do (split brain)."""
+        found = self.primaries()
+        if len(found) > 1:
+            raise ClusterError(f"more than one primary: {', '.join(found)}")
+        return found[0] if found else None
+
+    def wait_streaming(
+        self, replica: str, timeout: float = 10.0, upstream: str | None = None
+    ) -> None:
+        """Wait until ``replica``'s WAL receiver is streaming (from ``upstream`` when
+        given); :class:`TimeoutError` otherwise."""
+        node = self.node(replica)
+        want_port = self.node(upstream).port if upstream is not None else None
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            try:
+                rows = node.query("SELECT status, sender_port FROM pg_stat_wal_receiver")
+                last = rows
+                if (
+                    rows
+                    and rows[0][0] == "streaming"
+                    and (want_port is None or rows[0][1] == want_port)
+                ):
+                    return
+            except psycopg.Error as exc:
+                last = exc
+            time.sleep(0.02)
+        raise TimeoutError(f"{replica} not streaming after {timeout:g} s (last: {last})")
+
+    def wait_replayed(
+        self, lsn: int | str, nodes: Iterable[str] | None = None, timeout: float = 10.0
+    ) -> None:
+        """Wait until every replica in ``nodes`` (default: all running replicas) has
+        replayed up to ``lsn``; :class:`TimeoutError` otherwise."""
+        target = parse_lsn(lsn) if isinstance(lsn, str) else lsn
+        assert target is not None
+        if nodes is None:
+            names = [n for n in self._nodes if self.node(n).is_running()]
+            names = [n for n in names if n not in self.primaries()]
+        else:
+            names = list(nodes)
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            for name in sorted(pending):
+                try:
+                    row = self.node(name).query("SELECT pg_last_wal_replay_lsn()::text")
+                except psycopg.Error:
+                    continue
+                got = parse_lsn(row[0][0])
+                if got is not None and got >= target:
+                    pending.discard(name)
+            if pending:
+                time.sleep(0.02)
+        if pending:
+            raise TimeoutError(f"not replayed to {lsn} after {timeout:g} s: {sorted(pending)}")
+
+    def current_lsn(self, name: str | None = None) -> int:
+        """pg_current_wal_lsn() of the primary (or of node ``name``)."""
+        node = self.node(name or self.primary_name() or "pg1")
+        lsn = parse_lsn(node.query("SELECT pg_current_wal_lsn()::text")[0][0])
+        assert lsn is not None
+        return lsn
+
+    # -- controller configuration ----------------------------------------------------
+
+    def node_specs(self) -> tuple[NodeSpec, ...]:
+        """The nodes as the controller's :class:`NodeSpec` tuples."""
+        return tuple(
+            NodeSpec(n.name, n.dsn, replication_dsn=n.replication_dsn) for n in self.nodes
+        )
+
+    def config_toml(
+        self, *, dsns: Mapping[str, str] | None = None, **extra: str | int | float | bool
+    ) -> str:
+        """Controller configuration text: ``extra`` top-level keys, then one
+        ``[[nodes]]`` table per node. ``dsns`` replaces some nodes' DSNs (e.g. by a
+        :class:`~hacontrol.testing.proxy.TcpProxy`'s)."""
+        lines = [f"{k} = {_toml_value(v)}" for k, v in extra.items()]
+        for n in self.nodes:
+            dsn = (dsns or {}).get(n.name, n.dsn)
+            lines += [
+                "",
+                "[[nodes]]",
+                f"name = {_toml_value(n.name)}",
+                f"dsn = {_toml_value(dsn)}",
+                f"replication_dsn = {_toml_value(n.replication_dsn)}",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value)
