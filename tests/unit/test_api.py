@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import io
 import json
 import logging
+import shutil
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -416,3 +419,104 @@ async def test_start_api_reports_an_address_in_use() -> None:
             await start_api(FakeBackend(), f"127.0.0.1:{port}", TOKEN)
     finally:
         taken.close()
+
+
+# ---------------------------------------------------------------- docs/haproxy.cfg, for real
+
+HAPROXY = shutil.which("haproxy")
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def who_answers(port: int) -> str:
+    """Connect through HAProxy; the fake server behind it says its name ('' = none)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1)
+    except (OSError, TimeoutError):
+        return ""
+    try:
+        return (await asyncio.wait_for(reader.read(16), 1)).decode()
+    except (OSError, TimeoutError):
+        return ""
+    finally:
+        writer.close()
+
+
+async def wait_for_answers(port: int, wanted: set[str], seconds: float = 10.0) -> set[str]:
+    """Names seen on ``port`` until exactly ``wanted`` shows up in a row of probes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    seen: set[str] = set()
+    while loop.time() < deadline:
+        seen = {await who_answers(port) for _ in range(6)}
+        if seen == wanted:
+            return seen
+        await asyncio.sleep(0.1)
+    return seen
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (apt-get install haproxy)")
+async def test_documented_haproxy_config_follows_a_failover(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    runner = await start_api(backend, "127.0.0.1:0", TOKEN)
+    servers: list[asyncio.Server] = []
+    process: asyncio.subprocess.Process | None = None
+    try:
+        api_port = int(bound_address(runner).rsplit(":", 1)[1])
+        text = (DOCS / "haproxy.cfg").read_text(encoding="utf-8")
+        # Stand-ins for the three PostgreSQL servers: each says its name.
+        for name in ("pg1", "pg2", "pg3"):
+            async def hello(
+                _r: asyncio.StreamReader, w: asyncio.StreamWriter, name: str = name
+            ) -> None:
+                w.write(name.encode())
+                await w.drain()
+                w.close()
+
+            server = await asyncio.start_server(hello, "127.0.0.1", 0)
+            servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+            text = text.replace(f"10.0.0.{name[-1]}:5432", f"127.0.0.1:{port}")
+        write_port, read_port = free_port(), free_port()
+        text = text.replace("bind *:5000", f"bind 127.0.0.1:{write_port}")
+        text = text.replace("bind *:5001", f"bind 127.0.0.1:{read_port}")
+        text = text.replace("127.0.0.1:7000", f"127.0.0.1:{free_port()}")
+        text = text.replace("port 8008", f"port {api_port}")
+        assert "10.0.0." not in text and "*:" not in text
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(text, encoding="utf-8")
+        assert HAPROXY is not None
+        process = await asyncio.create_subprocess_exec(
+            HAPROXY, "-db", "-f", str(config),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert await wait_for_answers(write_port, {"pg1"}) == {"pg1"}
+        assert await wait_for_answers(read_port, {"pg2", "pg3"}) == {"pg2", "pg3"}
+        # Failover as the controller reports it: pg2 promoted, pg1 back but fenced,
+        # pg3 now too far behind for the read port's max_lag.
+        backend.snap["primary"] = "pg2"
+        backend.node("pg1").update(role="primary", fenced=True, health="fenced")
+        backend.node("pg2").update(role="primary", timeline=2, receiver_status=None,
+                                   read_only=False, lag_bytes=None)
+        backend.node("pg3").update(lag_bytes=20_000_000)
+        assert await wait_for_answers(write_port, {"pg2"}) == {"pg2"}
+        assert await wait_for_answers(read_port, {""}) == {""}
+        backend.node("pg3").update(lag_bytes=0)
+        assert await wait_for_answers(read_port, {"pg3"}) == {"pg3"}
+    finally:
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        for server in servers:
+            server.close()
+        await runner.cleanup()
