@@ -3,14 +3,17 @@
 A small world model (nodes that crash, hang, come back, get cut off from the
 controller only, get promoted behind the controller's back, ...) produces the views;
 the actions decide emits are carried out on the world with random outcomes that
-are reported back through apply_outcome. Independent bookkeeping here (not the
-core's own counters) checks each rule at every step.
+are reported back through apply_outcome. Random operator requests (pause, resume,
+maintenance, manual failover with and without force, switchover, rejoin) go through
+handle_request in between, and a switchover runs in the world over several rounds
+the way the shell runs it. Independent bookkeeping here (not the core's own
+counters) checks each rule at every step.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,12 +23,20 @@ from hacontrol.actions import (
     ActionOutcome,
     Decision,
     Fence,
+    ManualFailover,
+    NodeRejoined,
     OutcomeStatus,
+    Pause,
     Promote,
     Repoint,
+    Request,
+    Resume,
     RunHook,
+    SetMaintenance,
+    Switchover,
+    SwitchoverRequest,
 )
-from hacontrol.decide import apply_outcome, decide
+from hacontrol.decide import apply_outcome, decide, handle_request, preferred_node
 from hacontrol.model import (
     ClusterView,
     DecisionSettings,
@@ -54,8 +65,14 @@ WAL_RECEIVER_TIMEOUT_S = 5.0  # in the world: a hung upstream's receivers give u
     ROGUE_PROMOTE,
     REJOIN,
     FLAP,
-) = range(11)
-EVENT_WEIGHTS = (30, 6, 4, 6, 15, 3, 2, 2, 1, 3, 3)
+    RESUME,
+    MANUAL_FAILOVER,
+    SWITCHOVER,
+    REJOINED,
+) = range(15)
+EVENT_WEIGHTS = (30, 6, 4, 6, 15, 3, 2, 2, 1, 3, 3, 2, 3, 3, 2)
+# How a switchover carried out by the world ends (plan.outcome at the time it starts).
+SW_REJOIN, SW_NO_REJOIN, SW_ABORT, SW_LOST = range(4)
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,11 @@ class Tracker:
     promotes: int = 0
     completions: int = 0
     fences: int = 0
+    switchovers: int = 0
+    failbacks: int = 0
+    switchovers_done: int = 0
+    refusals: int = 0
+    manual_failovers: int = 0
 
     def observe(self, view: ClusterView) -> None:
         for name in NAMES:
@@ -130,6 +152,8 @@ class World:
         self.nodes["pg1"] = WNode("pg1", Role.PRIMARY)
         self.cut: set[str] = set()
         self.pending: dict[str, int] = {}
+        # a switchover the "shell" is running: the action, its phase, how it ends
+        self.switchover: tuple[Switchover, int, int] | None = None
         self.flap: str | None = None
         self.t = 0.0
 
@@ -142,7 +166,59 @@ class World:
             node.role, node.timeline = Role.PRIMARY, self.max_timeline() + 1
             node.read_only, node.upstream = False, None
 
-    def mutate(self, plan: StepPlan, state: ControllerState) -> ControllerState:
+    def usable(self, name: str) -> bool:
+        node = self.nodes[name]
+        return node.alive and node.hung_since is None
+
+    def advance_switchover(self) -> ActionOutcome | None:
+        """One phase of the shell's switchover procedure; its outcome when it ends."""
+        if self.switchover is None:
+            return None
+        action, phase, how = self.switchover
+        old, target = self.nodes[action.old_primary], self.nodes[action.target]
+        self.switchover = (action, phase + 1, how)
+        if phase == 0:
+            if not self.usable(old.name) or old.role is not Role.PRIMARY:
+                self.switchover = None
+                return ActionOutcome(action, OutcomeStatus.FAILED, "cannot fence the primary")
+            old.read_only = True
+            return None
+        if how == SW_LOST:
+            return None
+        if phase == 1:
+            if how == SW_ABORT or not self.usable(target.name) or target.role is not Role.REPLICA:
+                old.read_only = False
+                self.switchover = None
+                return ActionOutcome(action, OutcomeStatus.FAILED, "target did not catch up")
+            target.lsn = max(target.lsn, old.lsn)
+            self.promote(target.name)
+            return None
+        self.switchover = None
+        rejoined: frozenset[str] = frozenset()
+        if how == SW_REJOIN and old.alive:
+            old.role, old.read_only, old.upstream = Role.REPLICA, True, target.name
+            old.timeline = target.timeline
+            rejoined = frozenset({old.name})
+        return ActionOutcome(action, OutcomeStatus.SUCCEEDED, "switched over", rejoined=rejoined)
+
+    def request(self, plan: StepPlan) -> Request | None:
+        """The operator request of this step, if any."""
+        target = NAMES[plan.target % len(NAMES)]
+        if plan.event == PAUSE:
+            return Pause()
+        if plan.event == RESUME:
+            return Resume()
+        if plan.event == MAINTENANCE:
+            return SetMaintenance(target, plan.fence_works)
+        if plan.event == MANUAL_FAILOVER:
+            return ManualFailover(target, force=plan.outcome % 2 == 1)
+        if plan.event == SWITCHOVER:
+            return SwitchoverRequest(None if plan.delay <= 2 else target)
+        if plan.event == REJOINED:
+            return NodeRejoined(target)
+        return None
+
+    def mutate(self, plan: StepPlan, state: ControllerState) -> None:
         target = NAMES[plan.target % len(NAMES)]
         node = self.nodes[target]
         self.flap = None
@@ -158,10 +234,6 @@ class World:
                     n.lsn += plan.amount
         elif plan.event == CUT:
             self.cut ^= {target}
-        elif plan.event == PAUSE:
-            state = replace(state, paused=not state.paused)
-        elif plan.event == MAINTENANCE:
-            state = replace(state, maintenance=state.maintenance ^ {target})
         elif plan.event == ROGUE_PROMOTE:
             self.promote(target)
         elif plan.event == REJOIN and node.role is Role.PRIMARY:
@@ -176,7 +248,6 @@ class World:
             if self.pending[name] <= 0:
                 del self.pending[name]
                 self.promote(name)
-        return state
 
     def receiver(self, node: WNode, plan: StepPlan) -> WalReceiver | None:
         up = self.nodes.get(node.upstream) if node.upstream else None
@@ -233,7 +304,7 @@ class World:
                 )
         return ClusterView(self.t, observations)
 
-    def carry_out(self, action: Action, plan: StepPlan) -> ActionOutcome:
+    def carry_out(self, action: Action, plan: StepPlan) -> ActionOutcome | None:
         if isinstance(action, Promote):
             node = self.nodes[action.node]
             usable = node.alive and node.hung_since is None and node.role is Role.REPLICA
@@ -256,6 +327,11 @@ class World:
             return ActionOutcome(action, OutcomeStatus.SUCCEEDED)
         if isinstance(action, RunHook):
             return ActionOutcome(action, OutcomeStatus.SUCCEEDED)
+        if isinstance(action, Switchover):
+            # Reported when the procedure ends (advance_switchover). A lost one that
+            # the core abandoned is simply replaced.
+            self.switchover = (action, 0, plan.outcome)
+            return None
         return ActionOutcome(action, OutcomeStatus.FAILED, "unreachable")
 
 
@@ -280,16 +356,38 @@ def check_step(
     assert again == decision, "decide is not deterministic"
     after = decision.state
     assert after.primary is None or after.primary not in after.fenced
+    flight = before.in_flight
     if before.paused:
-        assert decision.actions == (), "actions while paused"
+        assert not any(isinstance(a, Promote | Switchover) for a in decision.actions), (
+            "promote or switchover while paused"
+        )
+        if flight is None or not flight.by_operator:
+            assert decision.actions == (), "actions while paused"
+        for a in decision.actions:  # only the follow-up steps of the operator's request
+            assert isinstance(a, Repoint | RunHook) or (
+                isinstance(a, Fence) and flight is not None and a.node == flight.old_primary
+            ), f"{a} while paused"
+    switches = [a for a in decision.actions if isinstance(a, Switchover)]
+    if switches:
+        (sw,) = switches
+        tracker.switchovers += 1
+        tracker.failbacks += 1
+        assert s.mode is FailoverMode.AUTOMATIC and s.failback, "failback outside automatic mode"
+        assert flight is None, "failback while something is in flight"
+        assert sw.target == preferred_node(specs) and sw.old_primary == before.primary
+        assert by_name[sw.target].priority > by_name[sw.old_primary].priority
+        assert before.last_failover_at is None or (
+            view.at - before.last_failover_at >= s.cooldown_s
+        ), "failback within the cool-down"
+        check_switchover_target(sw, before, view, by_name)
     promotes = [a for a in decision.actions if isinstance(a, Promote)]
-    assert len(promotes) <= 1
+    assert len(promotes) <= 1 and not (promotes and switches)
     # every writable primary other than the primary (or the node being promoted) is fenced
     if not before.paused:
         fenced_now = {a.node for a in decision.actions if isinstance(a, Fence)}
-        flight = after.in_flight.candidate if after.in_flight else None
+        candidate = after.in_flight.candidate if after.in_flight else None
         for name, obs in view.observations.items():
-            if _writable(obs) and name not in (after.primary, flight):
+            if _writable(obs) and name not in (after.primary, candidate):
                 assert name in fenced_now, f"writable {name} left unfenced"
                 assert name in after.fenced
     if not promotes:
@@ -349,6 +447,115 @@ def check_step(
         assert view.at - t >= s.cooldown_s, "promote within the cool-down"
 
 
+def check_switchover_target(
+    sw: Switchover, before: ControllerState, view: ClusterView, by_name: dict[str, NodeSpec]
+) -> None:
+    """The planned switchover's preconditions, from the view and the flags."""
+    assert _writable(view.get(sw.old_primary)), "switchover from a primary that is not writable"
+    target = view.get(sw.target)
+    assert target is not None and target.reachable and target.role is Role.REPLICA
+    row = target.wal_receiver
+    assert (
+        row is not None and row.status == "streaming" and row.sender_port == PORTS[sw.old_primary]
+    ), "switchover target not streaming from the primary"
+    assert by_name[sw.target].priority > 0
+    assert sw.target not in before.maintenance and sw.target not in before.fenced
+
+
+def check_request(
+    scenario: Scenario,
+    specs: tuple[NodeSpec, ...],
+    before: ControllerState,
+    view: ClusterView,
+    request: Request,
+    decision: Decision,
+    tracker: Tracker,
+) -> None:
+    """The rules for one operator request."""
+    by_name = {x.name: x for x in specs}
+    assert handle_request(before, view, specs, scenario.settings, request) == decision
+    if decision.refused is not None:
+        tracker.refusals += 1
+        assert decision.actions == () and decision.state == before
+        assert [e.kind for e in decision.events] == ["request_refused"]
+        return
+    after = decision.state
+    if isinstance(request, ManualFailover):
+        (p,) = decision.actions
+        assert isinstance(p, Promote) and p.node == request.to
+        tracker.manual_failovers += 1
+        assert not any(_writable(o) for o in view.observations.values()), (
+            "manual failover beside a writable primary"
+        )
+        assert before.in_flight is None
+        assert after.in_flight is not None and after.in_flight.candidate == p.node
+        target = view.get(p.node)
+        assert target is None or not target.reachable or target.role is not Role.PRIMARY
+        if not request.force:
+            assert target is not None and target.reachable and target.role is Role.REPLICA
+            assert by_name[p.node].priority > 0
+            assert p.node not in before.maintenance and p.node not in before.fenced
+    elif isinstance(request, SwitchoverRequest):
+        (sw,) = decision.actions
+        assert isinstance(sw, Switchover)
+        tracker.switchovers += 1
+        assert not before.paused and before.in_flight is None
+        assert sw.old_primary == before.primary
+        assert request.to is None or sw.target == request.to
+        check_switchover_target(sw, before, view, by_name)
+    else:
+        assert decision.actions == ()
+        if isinstance(request, Pause | Resume):
+            assert after.paused is isinstance(request, Pause)
+        elif isinstance(request, SetMaintenance):
+            assert (request.node in after.maintenance) is request.on
+        elif isinstance(request, NodeRejoined):
+            assert request.node not in after.fenced
+
+
+def perform(
+    world: World,
+    state: ControllerState,
+    actions: tuple[Action, ...],
+    plan: StepPlan,
+    at: float,
+    tracker: Tracker,
+) -> ControllerState:
+    """Carry out actions on the world and report their outcomes (and follow-ups)."""
+    queue = list(actions)
+    while queue:
+        action = queue.pop(0)
+        if isinstance(action, Fence):
+            tracker.fences += 1
+        outcome = world.carry_out(action, plan)
+        if outcome is None:
+            continue
+        if isinstance(action, Promote) and outcome.status is not OutcomeStatus.FAILED:
+            tracker.promote_times.append(at)
+        state = report(state, outcome, world, tracker)
+    return state
+
+
+def report(
+    state: ControllerState, outcome: ActionOutcome, world: World, tracker: Tracker
+) -> ControllerState:
+    s = world.scenario.settings
+    reported = apply_outcome(state, outcome, world.t, s)
+    assert all(isinstance(a, RunHook) for a in reported.actions)
+    if isinstance(outcome.action, Switchover) and any(
+        e.kind == "switchover_completed" for e in reported.events
+    ):
+        tracker.switchovers_done += 1
+        assert reported.state.primary == outcome.action.target
+        assert reported.state.in_flight is None
+        assert (outcome.action.old_primary in reported.state.fenced) is (
+            outcome.action.old_primary not in outcome.rejoined
+        )
+    state = reported.state
+    assert state.in_flight is None or state.in_flight.candidate in world.nodes
+    return state
+
+
 def run_scenario(scenario: Scenario) -> Tracker:
     """Feed the scenario through decide/apply_outcome, checking every step."""
     world = World(scenario)
@@ -358,7 +565,10 @@ def run_scenario(scenario: Scenario) -> Tracker:
     tracker = Tracker()
     for plan in scenario.steps:
         world.t = round(world.t + plan.dt, 3)
-        state = world.mutate(plan, state)
+        world.mutate(plan, state)
+        finished = world.advance_switchover()
+        if finished is not None:
+            state = report(state, finished, world, tracker)
         view = world.view(plan)
         tracker.observe(view)
         before = state
@@ -367,16 +577,13 @@ def run_scenario(scenario: Scenario) -> Tracker:
         state = decision.state
         if before.primary != state.primary and state.primary is not None:
             tracker.completions += 1
-        for action in decision.actions:
-            if isinstance(action, Fence):
-                tracker.fences += 1
-            outcome = world.carry_out(action, plan)
-            if isinstance(action, Promote) and outcome.status is not OutcomeStatus.FAILED:
-                tracker.promote_times.append(view.at)
-            reported = apply_outcome(state, outcome, world.t, s)
-            assert reported.actions == ()
-            state = reported.state
-            assert state.in_flight is None or state.in_flight.candidate in world.nodes
+        state = perform(world, state, decision.actions, plan, view.at, tracker)
+        request = world.request(plan)
+        if request is not None:
+            before = state
+            answer = handle_request(state, view, specs, s, request)
+            check_request(scenario, specs, before, view, request, answer, tracker)
+            state = perform(world, answer.state, answer.actions, plan, view.at, tracker)
     return tracker
 
 
@@ -396,6 +603,9 @@ def settings_strategy() -> st.SearchStrategy[DecisionSettings]:
         promote_timeout_s=st.sampled_from([1.0, 4.0]),
         repoint_retry_s=st.sampled_from([0.5, 5.0]),
         candidate_backoff_s=st.sampled_from([0.0, 3.0]),
+        failback=st.booleans(),
+        failback_delay_s=st.sampled_from([0.0, 1.0, 5.0]),
+        switchover_timeout_s=st.sampled_from([1.0, 10.0]),
     )
 
 
@@ -416,7 +626,7 @@ def plan_strategy() -> st.SearchStrategy[StepPlan]:
 
 scenarios = st.builds(
     Scenario,
-    priorities=st.tuples(*(st.sampled_from([0, 50, 100, 100]) for _ in NAMES)),
+    priorities=st.tuples(*(st.sampled_from([0, 50, 100, 100, 200]) for _ in NAMES)),
     settings=settings_strategy(),
     steps=st.lists(plan_strategy(), min_size=1, max_size=60).map(tuple),
 )
@@ -448,7 +658,7 @@ def random_scenario(rng: random.Random, mode: FailoverMode) -> Scenario:
         for _ in range(rng.randint(20, 120))
     )
     return Scenario(
-        priorities=tuple(rng.choice([0, 100, 100, 100]) for _ in NAMES),
+        priorities=tuple(rng.choice([0, 100, 100, 100, 200]) for _ in NAMES),
         settings=DecisionSettings(
             mode=mode,
             failure_threshold=rng.randint(1, 4),
@@ -457,6 +667,9 @@ def random_scenario(rng: random.Random, mode: FailoverMode) -> Scenario:
             cooldown_s=rng.choice([0.0, 5.0, 30.0]),
             promote_timeout_s=rng.choice([1.0, 4.0]),
             candidate_backoff_s=rng.choice([0.0, 3.0]),
+            failback=rng.random() < 0.5,
+            failback_delay_s=rng.choice([0.0, 1.0, 3.0]),
+            switchover_timeout_s=rng.choice([2.0, 10.0]),
         ),
         steps=steps,
     )
@@ -473,9 +686,16 @@ def test_seeded_histories_hold_the_rules_and_do_fail_over() -> None:
         totals.promotes += tracker.promotes
         totals.completions += tracker.completions
         totals.fences += tracker.fences
+        totals.switchovers += tracker.switchovers
+        totals.failbacks += tracker.failbacks
+        totals.switchovers_done += tracker.switchovers_done
+        totals.manual_failovers += tracker.manual_failovers
+        totals.refusals += tracker.refusals
     assert totals.promotes >= 30
     assert totals.completions >= 20
     assert totals.fences >= 20
+    assert totals.switchovers >= 20 and totals.failbacks >= 5 and totals.switchovers_done >= 10
+    assert totals.manual_failovers >= 20 and totals.refusals >= 100
 
 
 def test_manual_mode_never_promotes_in_seeded_histories() -> None:
