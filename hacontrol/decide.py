@@ -1468,6 +1468,10 @@ def apply_outcome(
     candidate may be tried at once. An UNCERTAIN promote keeps the failover in
     flight until it is observed or times out. Other failures only produce events:
     fences and repoints are retried by the rules themselves.
+
+    A Switchover outcome finishes the switchover (see ``_switchover_outcome``). The
+    returned actions must be carried out like decide's: after a switchover whose
+    promotion decide had not observed yet, they hold the role-change hook.
     """
     action = outcome.action
     detail = outcome.detail
