@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import aiobreaker
+import aiobreaker  # type: ignore[import-untyped]
 import stamina
 import tenacity
 from purgatory import AsyncCircuitBreakerFactory
