@@ -6,12 +6,20 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 
-from hacontrol.model import NodeSpec, Observation, ReplicationClient, Role, WalReceiver, parse_lsn
+from hacontrol.model import (
+    ClusterView,
+    NodeSpec,
+    Observation,
+    ReplicationClient,
+    Role,
+    WalReceiver,
+    parse_lsn,
+)
 from hacontrol.pgconn import connect
 
 # Everything in one statement: one round trip per probe, and a consistent
@@ -180,3 +188,15 @@ class NodeProber:
                     await conn.close()
             except (TimeoutError, OSError, asyncpg.PostgresError):
                 conn.terminate()
+
+
+async def probe_once(specs: Sequence[NodeSpec], timeout: float) -> ClusterView:
+    """Probe every node once, in parallel, on fresh connections (for one-shot status)."""
+    probers = [NodeProber(spec, timeout) for spec in specs]
+    try:
+        results = await asyncio.gather(*(p.probe() for p in probers))
+    finally:
+        await asyncio.gather(*(p.close() for p in probers), return_exceptions=True)
+    return ClusterView(
+        at=time.monotonic(), observations={o.node: o for o in results}
+    )

@@ -1,0 +1,378 @@
+"""The controller loop: probe every node, decide, act, journal. The imperative shell.
+
+One round: probe all nodes in parallel (each behind its own resilience policy, so
+a hung node costs one probe timeout and never the loop), fold the view into the
+decision core, carry out its actions, journal and log every event. After a
+promote the next round starts at once, so completion and repointing are not
+delayed by the probe interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from hacontrol import act
+from hacontrol.actions import (
+    Action,
+    ActionOutcome,
+    Decision,
+    Event,
+    Fence,
+    OutcomeStatus,
+    Promote,
+    Repoint,
+    RunHook,
+    Severity,
+    Switchover,
+)
+from hacontrol.config import Config
+from hacontrol.decide import apply_outcome, decide
+from hacontrol.hooks import run_hook
+from hacontrol.journal import Journal
+from hacontrol.model import ClusterView, NodeSpec, Observation
+from hacontrol.probe import NodeProber
+from hacontrol.redact import redact_text
+from hacontrol.resilience import BreakerRegistry, CircuitBreaker, CircuitOpenError, Policy
+from hacontrol.state import ControllerState, initial_state
+
+log = structlog.get_logger("hacontrol")
+
+_SEVERITY_LEVEL = {
+    Severity.INFO: "info",
+    Severity.WARNING: "warning",
+    Severity.CRITICAL: "critical",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    """What one round saw and did (for callers that watch the loop)."""
+
+    view: ClusterView
+    decision: Decision
+    outcomes: tuple[ActionOutcome, ...]
+    duration_s: float
+
+
+class Controller:
+    """Keeps one cluster writable. Build it from a Config; run it with :meth:`run`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        journal: Journal | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.specs: tuple[NodeSpec, ...] = config.node_specs()
+        self.by_name = {spec.name: spec for spec in self.specs}
+        self.settings = config.decision_settings()
+        self.journal = journal if journal is not None else Journal(config.journal)
+        self._clock = clock
+        timeout = config.timing.probe_timeout
+        self.breaker_registry = BreakerRegistry()
+        self.probers = {s.name: NodeProber(s, timeout, clock) for s in self.specs}
+        self.breakers = {s.name: self._breaker(s.name) for s in self.specs}
+        self.probe_policies = {
+            # The prober bounds itself by the probe timeout; the policy's timeout is
+            # a backstop a little above it, so it never pre-empts the prober's own.
+            s.name: Policy(f"probe:{s.name}", breaker=self.breakers[s.name], timeout=timeout * 1.5)
+            for s in self.specs
+        }
+        self.state: ControllerState = self._recover_state()
+        self.view: ClusterView | None = None
+        self.rounds = 0
+        self.last_round_s = 0.0
+
+    # -- start-up
+
+    def _breaker(self, node: str) -> CircuitBreaker:
+        # Opens after a run of failures so a dead node is not hammered with
+        # connection attempts; a short open time keeps detection fast, since a
+        # rejected probe counts as a failed one.
+        return CircuitBreaker(
+            f"probe:{node}",
+            failure_rate_threshold=None,
+            consecutive_failures=5,
+            minimum_calls=5,
+            open_duration=max(1.0, self.config.timing.probe_interval * 5),
+            half_open_max_calls=1,
+            half_open_max_wait=self.config.timing.probe_timeout * 2,
+            registry=self.breaker_registry,
+        )
+
+    def _recover_state(self) -> ControllerState:
+        recovered = self.journal.recover()
+        last_failover_at: float | None = None
+        if recovered.last_failover_wall is not None:
+            # The journal holds wall-clock times; carry only the elapsed part of
+            # the cool-down over to this process's monotonic clock.
+            elapsed = max(0.0, time.time() - recovered.last_failover_wall)
+            last_failover_at = self._clock() - elapsed
+        if recovered.records:
+            self.journal.append(
+                "controller_recovered",
+                primary=recovered.primary,
+                paused=recovered.paused,
+                maintenance=sorted(recovered.maintenance),
+                fenced=sorted(recovered.fenced),
+            )
+        return initial_state(
+            self.specs,
+            known_primary=recovered.primary,
+            paused=recovered.paused,
+            maintenance=recovered.maintenance,
+            fenced=recovered.fenced,
+            last_failover_at=last_failover_at,
+        )
+
+    # -- the loop
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        on_round: Callable[[RoundResult], None] | None = None,
+    ) -> None:
+        """Run rounds until ``stop`` is set. The round in flight always completes."""
+        self.journal.append("controller_started", nodes=[s.name for s in self.specs])
+        log.info(
+            "controller_started", nodes=[s.name for s in self.specs], mode=str(self.settings.mode)
+        )
+        try:
+            while not stop.is_set():
+                result = await self.step()
+                if on_round is not None:
+                    on_round(result)
+                promoted = any(isinstance(a, Promote) for a in result.decision.actions)
+                delay = 0.0 if promoted else self.settings.probe_interval_s - result.duration_s
+                if delay > 0:
+                    try:
+                        async with asyncio.timeout(delay):
+                            await stop.wait()
+                    except TimeoutError:
+                        pass
+        finally:
+            await self.close()
+            self.journal.append("controller_stopped", rounds=self.rounds)
+            log.info("controller_stopped", rounds=self.rounds)
+
+    async def step(self) -> RoundResult:
+        """One round: probe, decide, act."""
+        started = self._clock()
+        view = await self.probe_round()
+        decision = decide(self.state, view, self.specs, self.settings)
+        self.state = decision.state
+        self._record_events(decision.events)
+        outcomes = []
+        for action in decision.actions:
+            outcome = await self.execute(action)
+            outcomes.append(outcome)
+            follow = apply_outcome(self.state, outcome, self._clock(), self.settings)
+            self.state = follow.state
+            self._record_events(follow.events)
+        if not self.state.paused:
+            await self.manage_settings(view)
+        self.view = view
+        self.rounds += 1
+        self.last_round_s = self._clock() - started
+        return RoundResult(view, decision, tuple(outcomes), self.last_round_s)
+
+    async def probe_round(self) -> ClusterView:
+        """Probe every node in parallel; one Observation each, whatever happens."""
+        names = [s.name for s in self.specs]
+        results = await asyncio.gather(*(self._probe(name) for name in names))
+        return ClusterView(at=self._clock(), observations=dict(zip(names, results, strict=True)))
+
+    async def _probe(self, name: str) -> Observation:
+        prober = self.probers[name]
+        heartbeat = self.config.postgres.heartbeat and name == self.state.primary
+        try:
+            obs: Observation = await self.probe_policies[name].call(
+                self._probe_or_raise, prober, heartbeat
+            )
+            return obs
+        except CircuitOpenError:
+            return Observation(
+                name, self._clock(), False, error="circuit open after repeated failures"
+            )
+        except _ProbeFailed as failed:
+            return failed.observation
+        except TimeoutError:
+            return Observation(name, self._clock(), False, error="probe timed out")
+
+    @staticmethod
+    async def _probe_or_raise(prober: NodeProber, heartbeat: bool) -> Observation:
+        # The breaker counts exceptions, so a failed observation travels as one.
+        obs = await prober.probe(heartbeat=heartbeat)
+        if not obs.reachable:
+            raise _ProbeFailed(obs)
+        return obs
+
+    # -- actions
+
+    async def execute(self, action: Action) -> ActionOutcome:
+        """Carry out one action and report what happened. Never raises for node trouble."""
+        timeout = self.config.timing.probe_timeout
+        self.journal.append(
+            "action_started", action=type(action).__name__, node=action.node, reason=action.reason
+        )
+        log.info(
+            "action_started", action=type(action).__name__, node=action.node, reason=action.reason
+        )
+        if isinstance(action, Promote):
+            outcome = await self._promote(action, timeout)
+        elif isinstance(action, Repoint):
+            result = await act.repoint(
+                self.by_name[action.node], self.by_name[action.primary], connect_timeout=timeout
+            )
+            outcome = _outcome(action, result)
+        elif isinstance(action, Fence):
+            outcome = await self._fence(action, timeout)
+        elif isinstance(action, RunHook):
+            outcome = await self._hook(action)
+        else:
+            outcome = await self._switchover(action)
+        self.journal.append(
+            "action_finished",
+            action=type(action).__name__,
+            node=action.node,
+            status=str(outcome.status),
+            detail=outcome.detail,
+        )
+        level = "info" if outcome.status is OutcomeStatus.SUCCEEDED else "error"
+        log.log(_level(level), "action_finished", action=type(action).__name__, node=action.node,
+                status=str(outcome.status), detail=outcome.detail)
+        return outcome
+
+    async def _promote(self, action: Promote, timeout: float) -> ActionOutcome:
+        hooks = self.config.hooks
+        if hooks.pre_promote:
+            env = {
+                "HACONTROL_EVENT": "pre_promote",
+                "HACONTROL_NODE": action.node,
+                "HACONTROL_OLD_PRIMARY": action.old_primary,
+            }
+            hook = await run_hook(hooks.pre_promote, env, hooks.timeout)
+            self.journal.append("hook_finished", hook="pre_promote", node=action.node, ok=hook.ok,
+                                returncode=hook.returncode, output=redact_text(hook.output))
+            if not hook.ok:
+                return ActionOutcome(action, OutcomeStatus.FAILED,
+                                     f"pre_promote hook failed ({hook.returncode}); not promoted")
+        result = await act.promote(
+            self.by_name[action.node],
+            connect_timeout=timeout,
+            wait_s=min(self.settings.promote_timeout_s, 60.0),
+        )
+        if result.ok:
+            return ActionOutcome(action, OutcomeStatus.SUCCEEDED, result.detail)
+        # Could not connect or the node is not a replica: certainly nothing happened.
+        certain = result.detail.startswith("cannot connect")
+        status = OutcomeStatus.FAILED if certain else OutcomeStatus.UNCERTAIN
+        return ActionOutcome(action, status, result.detail)
+
+    async def _fence(self, action: Fence, timeout: float) -> ActionOutcome:
+        result = await act.fence(self.by_name[action.node], connect_timeout=timeout)
+        hooks = self.config.hooks
+        if hooks.fence:
+            env = {"HACONTROL_EVENT": "fence", "HACONTROL_NODE": action.node,
+                   "HACONTROL_REASON": action.reason}
+            hook = await run_hook(hooks.fence, env, hooks.timeout)
+            self.journal.append("hook_finished", hook="fence", node=action.node, ok=hook.ok,
+                                returncode=hook.returncode, output=redact_text(hook.output))
+            if result.ok or hook.ok:
+                detail = f"{result.detail}; fence hook {'ok' if hook.ok else 'failed'}"
+                return ActionOutcome(action, OutcomeStatus.SUCCEEDED, detail)
+        return _outcome(action, result)
+
+    async def _switchover(self, action: Switchover) -> ActionOutcome:
+        # Nothing was changed on any node: the core may plan again.
+        return ActionOutcome(
+            action, OutcomeStatus.FAILED, "planned switchover is not available in this version"
+        )
+
+    async def _hook(self, action: RunHook) -> ActionOutcome:
+        command = getattr(self.config.hooks, action.event, "")
+        if not command:
+            return ActionOutcome(action, OutcomeStatus.SUCCEEDED, "no hook configured")
+        hook = await run_hook(command, dict(action.env), self.config.hooks.timeout)
+        self.journal.append("hook_finished", hook=action.event, node=action.node, ok=hook.ok,
+                            returncode=hook.returncode, output=redact_text(hook.output))
+        status = OutcomeStatus.SUCCEEDED if hook.ok else OutcomeStatus.FAILED
+        return ActionOutcome(action, status, f"exit {hook.returncode}")
+
+    async def manage_settings(self, view: ClusterView) -> None:
+        """Keep the managed server settings (receiver/sender timeouts) in place."""
+        wanted = self.config.managed_settings_ms()
+        if not wanted:
+            return
+        for spec in self.specs:
+            obs = view.get(spec.name)
+            prober = self.probers[spec.name]
+            if obs is None or not obs.reachable or not prober.settings_ms:
+                continue
+            if all(prober.settings_ms.get(k) == v for k, v in wanted.items()):
+                continue
+            result = await act.ensure_settings(
+                spec, wanted, prober.settings_ms, connect_timeout=self.config.timing.probe_timeout
+            )
+            if not result.noop:
+                self.journal.append("settings_managed", node=spec.name, ok=result.ok,
+                                    detail=result.detail)
+                log.info("settings_managed", node=spec.name, ok=result.ok, detail=result.detail)
+            if result.ok:
+                # Do not re-apply every round while the reload takes effect.
+                prober.settings_ms = dict(wanted)
+
+    # -- reporting
+
+    def _record_events(self, events: tuple[Event, ...]) -> None:
+        for event in events:
+            self.journal.append(
+                event.kind,
+                node=event.node,
+                severity=str(event.severity),
+                message=event.message,
+                details=dict(event.details),
+            )
+            log.log(
+                _level(_SEVERITY_LEVEL[event.severity]),
+                event.kind,
+                node=event.node,
+                message=event.message,
+                **{k: v for k, v in event.details.items() if k not in ("node", "message")},
+            )
+
+    async def close(self) -> None:
+        """Close every probe connection."""
+        await asyncio.gather(*(p.close() for p in self.probers.values()), return_exceptions=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-friendly summary of the last round (for status output)."""
+        from hacontrol.status import snapshot
+
+        return snapshot(self)
+
+
+class _ProbeFailed(Exception):
+    def __init__(self, observation: Observation) -> None:
+        super().__init__(observation.error or "unreachable")
+        self.observation = observation
+
+
+def _outcome(action: Action, result: act.StepResult) -> ActionOutcome:
+    status = OutcomeStatus.SUCCEEDED if result.ok else OutcomeStatus.FAILED
+    return ActionOutcome(action, status, result.detail)
+
+
+def _level(name: str) -> int:
+    import logging
+
+    return {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
+            "critical": logging.CRITICAL}[name]
