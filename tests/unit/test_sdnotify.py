@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -202,3 +205,43 @@ def test_a_vanished_socket_never_raises(listener: Listener) -> None:
     assert not notifier.status("still running")
     assert not notifier.status("still running")
     notifier.close()
+
+
+# ---------------------------------------------------------------- docs/hacontrol.service
+
+UNIT = Path(__file__).resolve().parents[2] / "docs" / "hacontrol.service"
+
+
+def unit_settings() -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for line in UNIT.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith(("#", "[")) and "=" in line:
+            key, _, value = line.partition("=")
+            settings[key] = value
+    return settings
+
+
+def test_unit_is_a_watched_notify_service() -> None:
+    unit = unit_settings()
+    assert unit["Type"] == "notify" and unit["NotifyAccess"] == "main"
+    assert unit["WatchdogSec"] == "10" and unit["Restart"] == "on-failure"
+    assert unit["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert unit["RestartPreventExitStatus"] == "2"
+    assert unit["User"] == "hacontrol" and unit["ReadWritePaths"] == "/var/lib/hacontrol"
+    for hardening in ("NoNewPrivileges", "ProtectHome", "PrivateTmp"):
+        assert unit[hardening] == "yes", hardening
+    assert unit["ProtectSystem"] == "strict"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    # verify insists that ExecStart exists: point it at this interpreter.
+    text = UNIT.read_text(encoding="utf-8")
+    assert "ExecStart=/usr/local/bin/hacontrol run" in text
+    copy = tmp_path / "hacontrol.service"
+    copy.write_text(text.replace("/usr/local/bin/hacontrol", sys.executable), encoding="utf-8")
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
