@@ -373,6 +373,8 @@ async def test_oversized_body_is_refused() -> None:
 
 async def test_start_api_binds_exactly_and_logs_no_token() -> None:
     stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
     configure_logging("debug", json=True, stream=stream)
     backend = FakeBackend()
     backend.result = SubmitResult(False, 409, "refused", {})
@@ -397,7 +399,7 @@ async def test_start_api_binds_exactly_and_logs_no_token() -> None:
     finally:
         await runner.cleanup()
         structlog.reset_defaults()
-        root = logging.getLogger()
+        root.setLevel(level)
         for handler in [h for h in root.handlers if h.get_name() == "hacontrol"]:
             root.removeHandler(handler)
     output = stream.getvalue()
