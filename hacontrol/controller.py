@@ -27,12 +27,13 @@ from hacontrol.actions import (
     OutcomeStatus,
     Promote,
     Repoint,
+    Request,
     RunHook,
     Severity,
     Switchover,
 )
 from hacontrol.config import Config
-from hacontrol.decide import apply_outcome, decide
+from hacontrol.decide import apply_outcome, decide, handle_request
 from hacontrol.hooks import run_hook
 from hacontrol.journal import Journal
 from hacontrol.model import ClusterView, NodeSpec, Observation
@@ -90,6 +91,9 @@ class Controller:
         self.view: ClusterView | None = None
         self.rounds = 0
         self.last_round_s = 0.0
+        # Rounds and operator requests take turns: a request is decided on the
+        # state and view of a completed round, never in the middle of one.
+        self._turn = asyncio.Lock()
 
     # -- start-up
 
@@ -165,24 +169,49 @@ class Controller:
 
     async def step(self) -> RoundResult:
         """One round: probe, decide, act."""
-        started = self._clock()
-        view = await self.probe_round()
-        decision = decide(self.state, view, self.specs, self.settings)
-        self.state = decision.state
-        self._record_events(decision.events)
-        outcomes = []
-        for action in decision.actions:
+        async with self._turn:
+            started = self._clock()
+            view = await self.probe_round()
+            decision = decide(self.state, view, self.specs, self.settings)
+            self.state = decision.state
+            self.view = view
+            self._record_events(decision.events)
+            outcomes = await self._carry_out(decision.actions)
+            if not self.state.paused:
+                await self.manage_settings(view)
+            self.rounds += 1
+            self.last_round_s = self._clock() - started
+            return RoundResult(view, decision, outcomes, self.last_round_s)
+
+    async def handle(self, request: Request) -> tuple[Decision, tuple[ActionOutcome, ...]]:
+        """Decide on an operator request against the latest round and carry it out."""
+        async with self._turn:
+            view = self.view if self.view is not None else await self.probe_round()
+            self.view = view
+            decision = handle_request(self.state, view, self.specs, self.settings, request)
+            self.state = decision.state
+            self._record_events(decision.events)
+            outcomes = await self._carry_out(decision.actions)
+            return decision, outcomes
+
+    async def _carry_out(self, actions: tuple[Action, ...]) -> tuple[ActionOutcome, ...]:
+        """Execute actions in order, folding each outcome (and any follow-up
+        actions it produces) back into the state."""
+        outcomes: list[ActionOutcome] = []
+        queue = list(actions)
+        # Follow-ups are few (a hook after a switchover); the bound keeps a
+        # misbehaving rule from looping.
+        budget = len(queue) + 16
+        while queue and budget > 0:
+            budget -= 1
+            action = queue.pop(0)
             outcome = await self.execute(action)
             outcomes.append(outcome)
             follow = apply_outcome(self.state, outcome, self._clock(), self.settings)
             self.state = follow.state
             self._record_events(follow.events)
-        if not self.state.paused:
-            await self.manage_settings(view)
-        self.view = view
-        self.rounds += 1
-        self.last_round_s = self._clock() - started
-        return RoundResult(view, decision, tuple(outcomes), self.last_round_s)
+            queue.extend(follow.actions)
+        return tuple(outcomes)
 
     async def probe_round(self) -> ClusterView:
         """Probe every node in parallel; one Observation each, whatever happens."""
