@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -136,6 +136,62 @@ class Controller:
             fenced=recovered.fenced,
             last_failover_at=last_failover_at,
         )
+
+    async def reload(self, config: Config) -> list[str]:
+        """Switch to a new configuration between rounds; returns what changed.
+
+        The decision state carries over (known primary, fences, flags, health);
+        nodes that were removed are forgotten, new nodes start unprobed, and a
+        node whose DSN changed gets a fresh probe connection.
+        """
+        async with self._turn:
+            changes: list[str] = []
+            old_specs = self.by_name
+            new_specs = {spec.name: spec for spec in config.node_specs()}
+            for name in sorted(set(old_specs) - set(new_specs)):
+                changes.append(f"node {name} removed")
+                await self.probers.pop(name).close()
+                self.breakers.pop(name)
+                self.probe_policies.pop(name)
+                self.breaker_registry.unregister(f"probe:{name}")
+            self.config = config
+            self.specs = config.node_specs()
+            self.by_name = new_specs
+            self.settings = config.decision_settings()
+            timeout = config.timing.probe_timeout
+            for spec in self.specs:
+                old = old_specs.get(spec.name)
+                if old == spec and spec.name in self.probers:
+                    self.probers[spec.name].timeout = timeout
+                    continue
+                changes.append(f"node {spec.name} {'changed' if old else 'added'}")
+                if spec.name in self.probers:
+                    await self.probers[spec.name].close()
+                self.probers[spec.name] = NodeProber(spec, timeout, self._clock)
+                if spec.name not in self.breakers:
+                    self.breakers[spec.name] = self._breaker(spec.name)
+                self.probe_policies[spec.name] = Policy(
+                    f"probe:{spec.name}", breaker=self.breakers[spec.name], timeout=timeout * 1.5
+                )
+            kept = initial_state(
+                self.specs,
+                known_primary=self.state.primary,
+                paused=self.state.paused,
+                maintenance=self.state.maintenance,
+                fenced=self.state.fenced,
+                last_failover_at=self.state.last_failover_at,
+            )
+            nodes = {n: self.state.nodes.get(n, h) for n, h in kept.nodes.items()}
+            self.state = replace(
+                self.state,
+                nodes=nodes,
+                primary=kept.primary,
+                maintenance=kept.maintenance,
+                fenced=kept.fenced,
+            )
+            self.journal.append("config_reloaded", changes=changes)
+            log.info("config_reloaded", changes=changes)
+            return changes
 
     # -- the loop
 
