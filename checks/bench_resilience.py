@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         head = f"| {'ours':<42} | {'ns/call':>7} | {'peer':<32} | {'ns/call':>7} | ratio |"
         print(head)
-        print("|" + "-" * 44 + "|" + "-" * 9 + ":|" + "-" * 34 + "|" + "-" * 8 + ":|------:|")
+        print("|" + "-" * 44 + "|" + "-" * 8 + ":|" + "-" * 34 + "|" + "-" * 8 + ":|------:|")
         for row in rows:
             ours = overhead(row.ours)
             assert row.peer is not None and row.peer_label is not None

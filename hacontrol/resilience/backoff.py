@@ -76,9 +76,7 @@ class Backoff:
         return v if cap is None or v < cap else cap
 
 
-def jittered(
-    kind: JitterKind, backoff: Backoff, n: int, prev: float, rng: random.Random
-) -> float:
+def jittered(kind: JitterKind, backoff: Backoff, n: int, prev: float, rng: random.Random) -> float:
     """The sleep before retry `n` under the AWS jitter formulas.
 
     full: U(0, v); equal: v/2 + U(0, v/2), with v = backoff.delay(n);

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
+from ._tasks import get_running_loop, task_on
 from .clock import Clock, monotonic
 from .errors import CircuitOpenError
 from .window import FAILURE, SLOW, CountWindow, TimeWindow
@@ -283,22 +284,32 @@ class CircuitBreaker:
 
     async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `await fn(*args, **kwargs)` through the breaker."""
-        if self._state is _CLOSED and not self._timed:
-            # Hot path: closed, count window, no slow-call rule -> no clock reads.
+        if self._state is _CLOSED:
+            # Hot path, inlined: no lock, no allocation, clock read only if a rule needs it.
             gen = self._gen
             self.calls += 1
+            timed = self._timed
+            start = self._clock() if timed else 0.0
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                self._on_error(exc, gen, 0.0)
+                self._on_error(exc, gen, start)
                 raise
             if gen == self._gen:
+                outcome = 0
+                now = 0.0
+                if timed:
+                    now = self._clock()
+                    sd = self._slow_duration
+                    if sd is not None and now - start >= sd:
+                        outcome = SLOW
+                        self.slow_calls += 1
                 self.successes += 1
                 self._consecutive = 0
                 w = self._window
-                w.record(0, 0.0)
-                if w.calls == self._min_calls:
-                    self._evaluate(0.0)
+                w.record(outcome, now)
+                if outcome or self._eval_on_success or w.calls == self._min_calls:
+                    self._evaluate(now)
             return result
         gen, start = self._admit()
         try:
@@ -310,8 +321,13 @@ class CircuitBreaker:
         return result
 
     async def __aenter__(self) -> CircuitBreaker:
-        gen, start = self._admit()
-        task = asyncio.current_task()
+        if self._state is _CLOSED:
+            gen = self._gen
+            self.calls += 1
+            start = self._clock() if self._timed else 0.0
+        else:
+            gen, start = self._admit()
+        task = task_on(get_running_loop())
         entries = self._entries
         # A linked stack per task, so nested use of one breaker in one task works too.
         entries[task] = (gen, start, entries.get(task))
@@ -323,7 +339,7 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task = asyncio.current_task()
+        task = task_on(get_running_loop())
         entries = self._entries
         gen, start, prev = entries.pop(task)
         if prev is not None:

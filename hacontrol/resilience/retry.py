@@ -21,6 +21,11 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+# One generator for every Retry without its own: seeding a Random per instance reads
+# os.urandom and would dominate the cost of building a policy per node.
+_shared_rng = random.Random()
+
+
 class _DeadlineHit(Exception):
     """Private marker: the retry's own deadline timer cancelled the attempt."""
 
@@ -110,7 +115,7 @@ class Retry:
         self._result_pred = retry_if_result
         self._clock = clock
         self._sleep = sleep
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = rng if rng is not None else _shared_rng
         self.calls = self.attempts = self.retries = self.successes = 0
         self.exhausted = self.deadline_hits = self.not_retried = 0
 

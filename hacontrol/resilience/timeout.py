@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
+from ._tasks import get_running_loop, task_on
 from .errors import AttemptTimeoutError
 
 P = ParamSpec("P")
@@ -39,12 +40,13 @@ async def run_within(
     even if it arrives together with ours: the task's cancel count tells them apart, as
     asyncio.timeout does.
     """
-    task = asyncio.current_task()
+    loop = get_running_loop()
+    task = task_on(loop)
     if task is None:
         raise RuntimeError("run_within needs a running task")
     expiry = _Expiry(task)
     cancelling = task.cancelling()
-    handle = asyncio.get_running_loop().call_later(delay, expiry)
+    handle = loop.call_later(delay, expiry)
     try:
         return await fn(*args, **kwargs)
     except asyncio.CancelledError as exc:
@@ -64,7 +66,7 @@ async def run_within(
 class Timeout:
     """Cancel an attempt that runs longer than `seconds`; raises AttemptTimeoutError."""
 
-    __slots__ = ("_make_error", "name", "seconds", "timeouts")
+    __slots__ = ("name", "seconds", "timeouts")
 
     def __init__(self, seconds: float, name: str = "timeout") -> None:
         if seconds <= 0:
@@ -72,7 +74,6 @@ class Timeout:
         self.seconds = seconds
         self.name = name
         self.timeouts = 0
-        self._make_error = self._error
 
     def _error(self) -> BaseException:
         self.timeouts += 1
@@ -80,4 +81,23 @@ class Timeout:
 
     async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `await fn(*args, **kwargs)` with this timeout."""
-        return await run_within(self.seconds, self._make_error, fn, args, kwargs)
+        # Same logic as run_within, inlined: one coroutine frame less per attempt.
+        loop = get_running_loop()
+        task = task_on(loop)
+        if task is None:
+            raise RuntimeError("Timeout.call needs a running task")
+        expiry = _Expiry(task)
+        cancelling = task.cancelling()
+        handle = loop.call_later(self.seconds, expiry)
+        try:
+            return await fn(*args, **kwargs)
+        except asyncio.CancelledError as exc:
+            if expiry.fired:
+                expiry.fired = False
+                if task.uncancel() <= cancelling:
+                    raise self._error() from exc
+            raise
+        finally:
+            handle.cancel()
+            if expiry.fired:
+                task.uncancel()
