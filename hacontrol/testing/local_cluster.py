@@ -391,6 +391,7 @@ class LocalCluster:
                     list(pool.map(self._make_replica, replicas))
             self._write_state()
         except BaseException:
+            self.keep = False  # a half-built cluster is never worth keeping
             self.close()
             raise
         self.startup_seconds = time.monotonic() - t0
@@ -410,8 +411,48 @@ class LocalCluster:
             self._stop_all()
         finally:
             if not self.keep:
-                shutil.rmtree(self._base, ignore_errors=True)
+                self._remove_dir()
             self._stop_watchdog()
+
+    def _remove_dir(self) -> None:
+        base = self.base_dir
+        if self._owns_dir:
+            shutil.rmtree(base, ignore_errors=True)
+            return
+        # A directory the caller gave us stays; only what we put in it goes.
+        for entry in base.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+    @classmethod
+    def attach(cls, base_dir: str | Path) -> LocalCluster:
+        """The cluster described by ``base_dir``'s state file (left running by
+        ``hacontrol cluster up``), to inspect or stop it. It is kept by default:
+        :meth:`close` stops its servers but removes nothing unless ``keep`` is unset."""
+        base = Path(base_dir).resolve()
+        path = base / STATE_FILE
+        try:
+            state = json.loads(path.read_text())
+            nodes = [(str(n["name"]), int(n["port"])) for n in state["nodes"]]
+            bindir = Path(state["bindir"])
+            owner = str(state["owner"])
+        except FileNotFoundError:
+            raise ClusterError(f"no cluster in {base} ({STATE_FILE} is missing)") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ClusterError(f"{path} is not a valid cluster state file: {exc}") from None
+        cluster = cls(len(nodes), sync=bool(state.get("sync")), keep=True, base_dir=base)
+        cluster.pgbin = PgBin(bindir, 0)
+        cluster.owner = data_owner(owner, create=False) if os.geteuid() == 0 else data_owner()
+        cluster._base = base
+        cluster._owns_dir = bool(state.get("created_dir"))
+        cluster._nodes = {name: Node(cluster, name, port) for name, port in nodes}
+        return cluster
+
+    def running(self) -> dict[str, int]:
+        """Postmaster PID of every running node, by name."""
+        return {n.name: pid for n in self.nodes if (pid := n.pid()) is not None}
 
     def detach(self) -> None:
         """Leave the servers running after this process exits (``cluster up``)."""
@@ -448,8 +489,16 @@ class LocalCluster:
             self._owns_dir = True
         else:
             base = self._given_dir.resolve()
+            if base.exists() and not base.is_dir():
+                raise ClusterError(f"{base} exists and is not a directory")
             if base.exists() and any(base.iterdir()):
                 raise ClusterError(f"{base} is not empty")
+            blocked = _unreachable_parent(base, self.owner)
+            if blocked is not None:
+                raise ClusterError(
+                    f"the {self.owner.name!r} OS user, which runs the servers, cannot enter "
+                    f"{blocked}; choose a directory it can reach (e.g. under /tmp)"
+                )
             self._owns_dir = not base.exists()
             base.mkdir(parents=True, exist_ok=True)
             self._base = base
@@ -730,6 +779,26 @@ class LocalCluster:
                 f"replication_dsn = {_toml_value(n.replication_dsn)}",
             ]
         return "\n".join(lines) + "\n"
+
+
+def _unreachable_parent(path: Path, owner: Owner) -> Path | None:
+    """The first existing ancestor of ``path`` that ``owner`` may not search, if any."""
+    if owner.is_current:
+        return None
+    for parent in reversed(path.parents):
+        try:
+            st = parent.stat()
+        except FileNotFoundError:
+            return None
+        if st.st_uid == owner.uid:
+            ok = st.st_mode & 0o100
+        elif st.st_gid == owner.gid:
+            ok = st.st_mode & 0o010
+        else:
+            ok = st.st_mode & 0o001
+        if not ok:
+            return parent
+    return None
 
 
 def _toml_value(value: str | int | float | bool) -> str:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
+import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from hacontrol.config import config_from_mapping
-from hacontrol.testing import LocalCluster, processes
+from hacontrol.testing import ClusterError, LocalCluster, processes
 
 pytestmark = pytest.mark.integration
 
@@ -183,3 +186,54 @@ def test_a_crashed_harness_leaves_nothing_running(tmp_path: Path) -> None:
         processes.send(survivors, 9)
         if os.path.isdir(base):
             subprocess.run(["rm", "-rf", str(base)], check=False, timeout=30)
+
+
+def test_cluster_cli_up_leaves_it_running_and_down_stops_exactly_it() -> None:
+    from click.testing import CliRunner
+
+    from hacontrol.testing.cluster_cli import cluster as cli
+
+    # Not under pytest's tmp_path: as root, that is closed to the postgres user.
+    directory = Path(tempfile.gettempdir()) / f"hacontrol-cli-test-{uuid.uuid4().hex[:8]}"
+    runner = CliRunner()
+    pids: list[int] = []
+    try:
+        result = runner.invoke(cli, ["up", "--nodes", "2", "--dir", str(directory)])
+        assert result.exit_code == 0, result.output
+        state = json.loads((directory / "cluster.json").read_text())
+        pids = [n["pid"] for n in state["nodes"]]
+        assert len(pids) == 2 and all(processes.alive(p) for p in pids)
+        assert "target_session_attrs=read-write" in result.output
+        config = tomllib.loads((directory / "hacontrol.toml").read_text())
+        assert [n["name"] for n in config["nodes"]] == ["pg1", "pg2"]
+
+        again = runner.invoke(cli, ["up", "--dir", str(directory)])
+        assert again.exit_code == 1
+        assert "already running" in again.output and "Traceback" not in again.output
+
+        status = runner.invoke(cli, ["status", "--dir", str(directory)])
+        assert "pg1  primary" in status.output and "pg2  replica" in status.output
+
+        down = runner.invoke(cli, ["down", "--dir", str(directory)])
+        assert down.exit_code == 0, down.output
+        assert f"pg1: stopped pid {pids[0]}" in down.output
+        assert _gone(pids)
+        assert not directory.exists()
+
+        missing = runner.invoke(cli, ["down", "--dir", str(directory)])
+        assert missing.exit_code == 1 and "does not exist" in missing.output
+        directory.mkdir()
+        empty = runner.invoke(cli, ["down", "--dir", str(directory)])
+        assert empty.exit_code == 1 and "cluster.json is missing" in empty.output
+    finally:
+        processes.send([p for p in pids if processes.alive(p)], 9)
+        processes.wait_gone(pids, 10)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands servers to another OS user")
+def test_a_directory_the_postgres_user_cannot_reach_is_refused(tmp_path: Path) -> None:
+    tmp_path.chmod(0o700)
+    with pytest.raises(ClusterError, match="cannot enter"):
+        LocalCluster(nodes=1, base_dir=tmp_path / "c").start()
+    assert not (tmp_path / "c").exists()
