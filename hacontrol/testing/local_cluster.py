@@ -727,8 +727,9 @@ class LocalCluster:
         target = parse_lsn(lsn) if isinstance(lsn, str) else lsn
         assert target is not None
         if nodes is None:
+            primaries = set(self.primaries())
             names = [n for n in self._nodes if self.node(n).is_running()]
-            names = [n for n in names if n not in self.primaries()]
+            names = [n for n in names if n not in primaries]
         else:
             names = list(nodes)
         deadline = time.monotonic() + timeout
