@@ -114,6 +114,9 @@ def run_trial(fault: str, profile: str, workdir: Path) -> Trial:
             finally:
                 stats = writer.stop()
             rto = recovery_time(stats.acks, fault_at, primary.port)
+            # A hung old primary makes each probe round last a probe timeout, so
+            # completion is journaled a little after clients already write.
+            _wait_journal(journal, "failover_completed", 15)
             declared, promoted, new_primary = _journal_times(journal, fault_wall)
             lost = -1
             if new_primary is not None:
