@@ -18,7 +18,7 @@ backend's decision. The controller provides the backend::
         def metrics(self): return metrics.render()
         async def submit(self, kind, params): ... -> SubmitResult
 
-    runner = await start_api(backend, config.api.listen, config.api.bearer_token())
+    runner = await start_api(backend, config.api.listen, lambda: config.api.bearer_token())
     ...
     await runner.cleanup()                         # on shutdown
 
@@ -87,7 +87,10 @@ class _BadInput(Exception):
 
 
 BACKEND: web.AppKey[ApiBackend] = web.AppKey("hacontrol_backend")
-TOKEN = web.AppKey("hacontrol_token", str)
+# A callable, so that a configuration reload can change the token of a running API.
+TOKEN: web.AppKey[Callable[[], str]] = web.AppKey("hacontrol_token")
+Token = str | Callable[[], str]
+"""The bearer token, or a function returning the current one (read on every command)."""
 
 
 def _backend(request: web.Request) -> ApiBackend:
@@ -291,7 +294,7 @@ _NODE_FIELDS = ("to", "node")
 
 def _authorized(request: web.Request) -> web.Response | None:
     """None when the request carries the configured token; else the refusal."""
-    token = request.app[TOKEN]
+    token = request.app[TOKEN]()
     if not token:
         return _error(
             403,
@@ -369,11 +372,15 @@ def _command(kind: str) -> Callable[[web.Request], Awaitable[web.Response]]:
 # ---------------------------------------------------------------- app and server
 
 
-def build_app(backend: ApiBackend, token: str = "") -> web.Application:
-    """The aiohttp application; ``token`` empty refuses every command (403)."""
+def build_app(backend: ApiBackend, token: Token = "") -> web.Application:
+    """The aiohttp application; an empty ``token`` refuses every command (403).
+
+    ``token`` may be a function returning the current token: it is asked on every
+    command, so a reloaded configuration takes effect without a restart.
+    """
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     app[BACKEND] = backend
-    app[TOKEN] = token
+    app[TOKEN] = token if callable(token) else (lambda: token)
     # add_get answers HEAD as well (a load balancer's cheaper check).
     app.router.add_get("/health", _health)
     app.router.add_get("/status", _status)
@@ -387,7 +394,7 @@ def build_app(backend: ApiBackend, token: str = "") -> web.Application:
     return app
 
 
-async def start_api(backend: ApiBackend, listen: str, token: str) -> web.AppRunner:
+async def start_api(backend: ApiBackend, listen: str, token: Token) -> web.AppRunner:
     """Serve the API on exactly ``listen`` (``host:port``) in the running event loop.
 
     Returns the runner: ``runner.addresses`` has the bound address (useful with
