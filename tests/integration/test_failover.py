@@ -225,3 +225,44 @@ def test_controller_killed_after_promotion_does_not_promote_again(
     assert cluster.primaries() == ["pg2"]
     timeline = cluster.node("pg2").query("SELECT timeline_id FROM pg_control_checkpoint()")
     assert timeline[0][0] <= 2
+
+
+def test_hooks_run_with_the_event_in_their_environment(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    out = tmp_path / "hooks.log"
+    hook = f'echo "$HACONTROL_EVENT node=$HACONTROL_NODE new=$HACONTROL_NEW_PRIMARY" >> {out}'
+    config = make_config(
+        cluster, tmp_path / "j.jsonl",
+        hooks={"pre_promote": hook, "on_role_change": hook, "fence": hook, "timeout": 5},
+    )
+    with ControllerThread(config) as ct:
+        wait_until(lambda: _adopted(ct), 10, "the controller to adopt pg1")
+        cluster.node("pg1").kill()
+        wait_until(lambda: ct.ctl.state.primary == "pg2", 20, "pg2 to become primary")
+        wait_until(lambda: out.exists() and "on_role_change" in out.read_text(), 10,
+                   "the role-change hook")
+        cluster.node("pg1").start()
+        wait_until(lambda: "fence node=pg1" in out.read_text(), 10, "the fence hook")
+    lines = out.read_text().splitlines()
+    assert lines[0] == "pre_promote node=pg2 new="
+    assert "on_role_change node= new=pg2" in lines
+    assert "fence node=pg1 new=" in lines
+
+
+def test_failing_pre_promote_hook_blocks_the_promotion(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    config = make_config(
+        cluster, tmp_path / "j.jsonl", hooks={"pre_promote": "exit 7", "timeout": 5}
+    )
+    with ControllerThread(config) as ct:
+        wait_until(lambda: _adopted(ct), 10, "the controller to adopt pg1")
+        cluster.node("pg1").kill()
+        wait_until(lambda: kinds(ct.journal(), "failover_failed"), 20, "the failed promotion")
+        time.sleep(1.0)
+        records = ct.journal()
+    assert cluster.primaries() == []
+    finished = [r for r in kinds(records, "action_finished") if r.get("action") == "Promote"]
+    assert finished and all(r["status"] == "failed" for r in finished)
+    assert "pre_promote hook failed (7)" in finished[0]["detail"]
