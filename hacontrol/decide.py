@@ -372,6 +372,9 @@ class _Round:
         self.operator_flight = flight if flight is not None and flight.by_operator else None
         self.actions: list[Action] = []
         self.events: list[Event] = []
+        # Every event in the order the round produced it; a condition's key rides
+        # along so it can be dropped when it was already active last round.
+        self._ordered: list[tuple[str | None, Event]] = []
         self.conditions: dict[str, Event] = {}
         self.primary_changed = False
 
@@ -388,7 +391,9 @@ class _Round:
         severity: Severity = Severity.INFO,
         **details: Any,
     ) -> None:
-        self.events.append(Event(kind, node, message, details, severity))
+        event = Event(kind, node, message, details, severity)
+        self.events.append(event)
+        self._ordered.append((None, event))
 
     def condition(
         self,
@@ -400,7 +405,10 @@ class _Round:
         **details: Any,
     ) -> None:
         """An ongoing condition: reported once, when it starts."""
-        self.conditions[key] = Event(kind, node, message, details, severity)
+        event = Event(kind, node, message, details, severity)
+        if key not in self.conditions:
+            self._ordered.append((key, event))
+        self.conditions[key] = event
 
     def act(self, action: Action, *, operator: bool = False) -> bool:
         """Queue ``action`` unless paused (``operator``: a step of an operator's own
@@ -1016,13 +1024,16 @@ class _Round:
             keys = set(self.old.conditions) | set(self.conditions)
         else:
             keys = set(self.conditions)
-        new_events = [
-            self.conditions[k] for k in sorted(self.conditions) if k not in self.old.conditions
+        # Chronological: a condition's event stands where it first arose this round.
+        ordered = [
+            self.conditions[key] if key is not None else event
+            for key, event in self._ordered
+            if key is None or (key in self.conditions and key not in self.old.conditions)
         ]
         if self.primary in self.fenced:  # never both; fenced wins
             self.primary = None
         state = replace(self.current_state(), conditions=frozenset(keys))
-        return Decision(state, tuple(self.actions), (*self.events, *new_events))
+        return Decision(state, tuple(self.actions), tuple(ordered))
 
 
 def decide(
