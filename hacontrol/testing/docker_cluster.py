@@ -1,0 +1,820 @@
+"""Dockerised PostgreSQL streaming-replication clusters for tests (testcontainers).
+
+``DockerCluster(nodes=3)`` runs ``pg1`` (primary) and ``pg2`` ... (replicas cloned
+by the node image's entrypoint) as containers of the ``hacontrol-node`` image on a
+network it creates, and optionally the controller (``hacontrol`` image) on the same
+network with its API. It has the interface of
+:class:`~hacontrol.testing.local_cluster.LocalCluster` (DSNs, multi-host DSN,
+``node(name).kill()/freeze()/thaw()/start()/stop()``, ``primary_name()``,
+``wait_streaming()``, ``config_toml()``), so scenario code runs on both, plus
+:meth:`DockerNode.partition` / :meth:`DockerNode.heal`, which disconnect a node
+from the cluster network and connect it again.
+
+Build the images first (``compose/build-images``): the harness never pulls from a
+registry. Published ports are bound to 127.0.0.1. Every container and the network
+are removed by ID in :meth:`DockerCluster.close`, by an ``atexit`` hook, and by a
+watchdog process if the harness is killed outright.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, cast
+
+import psycopg
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.docker_client import DockerClient
+from testcontainers.core.network import Network
+
+from hacontrol.model import NodeSpec, parse_lsn
+from hacontrol.testing.local_cluster import HOST, ClusterError, free_port
+
+# Ryuk (testcontainers' reaper) is an image from Docker Hub, which may be out of
+# reach; this harness removes what it creates itself (TESTCONTAINERS_RYUK_DISABLED).
+testcontainers_config.ryuk_disabled = True
+
+NODE_IMAGE = os.environ.get("HACONTROL_NODE_IMAGE", "hacontrol-node:dev")
+CONTROLLER_IMAGE = os.environ.get("HACONTROL_IMAGE", "hacontrol:dev")
+PG_PORT = 5432
+API_PORT = 8008
+CONFIG_PATH = "/etc/hacontrol/hacontrol.toml"
+JOURNAL_PATH = "/var/lib/hacontrol/journal.jsonl"
+
+# Test clusters: the same trade-offs as LocalCluster (no fsync: faults are process
+# deaths, never host crashes).
+DEFAULT_SETTINGS: dict[str, str] = {"fsync": "off", "log_checkpoints": "off"}
+
+
+def docker_unavailable_reason(timeout: float = 3.0) -> str | None:
+    """Why no Docker daemon can be used from here, or None when one answers a ping.
+    Cheap when there is none: no socket means no connection attempt."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if not host and not os.path.exists("/var/run/docker.sock"):
+        return "no Docker daemon: /var/run/docker.sock does not exist and DOCKER_HOST is unset"
+    try:
+        client = DockerClient(timeout=timeout)
+        client.client.ping()
+        client.client.close()
+    except Exception as exc:  # any failure means "not usable", with its reason
+        return f"Docker daemon not reachable ({host or 'unix:///var/run/docker.sock'}): {exc}"
+    return None
+
+
+def missing_images(images: Iterable[str] = (NODE_IMAGE, CONTROLLER_IMAGE)) -> list[str]:
+    """The images among ``images`` that the daemon does not have."""
+    api = DockerClient().client.api
+    missing = []
+    for image in images:
+        try:
+            api.inspect_image(image)
+        except Exception:
+            missing.append(image)
+    return missing
+
+
+def _published(port: int) -> dict[str, int | None]:
+    # docker-py takes (host_ip, host_port) for a binding; testcontainers' own
+    # annotation only allows a port, which would bind every interface.
+    return cast("dict[str, int | None]", {f"{PG_PORT}/tcp": (HOST, port)})
+
+
+class DockerNode:
+    """One PostgreSQL container of a :class:`DockerCluster`."""
+
+    def __init__(self, cluster: DockerCluster, name: str, port: int) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.port = port
+        self.container: DockerContainer | None = None
+        self._frozen = False
+        self._partitioned = False
+
+    def __repr__(self) -> str:
+        return f"DockerNode({self.name!r}, port={self.port})"
+
+    # -- addresses -------------------------------------------------------------------
+
+    @property
+    def dsn(self) -> str:
+        """DSN of this node from the host (its published port on 127.0.0.1)."""
+        return f"host={HOST} port={self.port} user=postgres dbname=postgres"
+
+    @property
+    def network_dsn(self) -> str:
+        """DSN of this node from a container on the cluster network."""
+        return f"host={self.name} port={PG_PORT} user=postgres dbname=postgres"
+
+    @property
+    def replication_dsn(self) -> str:
+        """How replicas on the cluster network reach this node."""
+        return f"host={self.name} port={PG_PORT} user=postgres"
+
+    @property
+    def id(self) -> str:
+        """The container's ID."""
+        return self._wrapped().id  # type: ignore[no-any-return]
+
+    def _wrapped(self) -> Any:
+        if self.container is None:
+            raise ClusterError(f"{self.name} has no container")
+        return self.container.get_wrapped_container()
+
+    # -- container state -------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        wrapped = self._wrapped()
+        wrapped.reload()
+        return cast("dict[str, Any]", wrapped.attrs["State"])
+
+    def pid(self) -> int | None:
+        """The host PID of the container's main process (the postmaster), or None."""
+        if self.container is None:
+            return None
+        state = self._state()
+        return int(state["Pid"]) if state.get("Running") and state.get("Pid") else None
+
+    def is_running(self) -> bool:
+        """True while the container runs (a paused one counts as running)."""
+        return self.pid() is not None
+
+    @property
+    def frozen(self) -> bool:
+        """True between :meth:`freeze` and :meth:`thaw`."""
+        return self._frozen
+
+    @property
+    def partitioned(self) -> bool:
+        """True between :meth:`partition` and :meth:`heal`."""
+        return self._partitioned
+
+    # -- faults ----------------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> int:
+        """Start the (stopped or killed) container and wait until the server accepts
+        connections; returns the postmaster's host PID."""
+        if self.is_running():
+            raise ClusterError(f"{self.name} is already running")
+        self._wrapped().start()
+        self.wait_ready(timeout)
+        pid = self.pid()
+        assert pid is not None
+        return pid
+
+    def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
+        """Shut the server down: ``fast`` (SIGINT, ``docker stop``), ``smart``
+        (SIGTERM) or ``immediate`` (SIGQUIT); wait until the container has exited."""
+        signals = {"smart": "SIGTERM", "fast": "SIGINT", "immediate": "SIGQUIT"}
+        if mode not in signals:
+            raise ValueError(f"unknown stop mode {mode!r}; use one of {sorted(signals)}")
+        if self._frozen:
+            self.thaw()
+        if not self.is_running():
+            return
+        wrapped = self._wrapped()
+        wrapped.kill(signal=signals[mode])
+        try:
+            wrapped.wait(timeout=timeout)
+        except Exception as exc:
+            raise ClusterError(f"{self.name} did not stop ({mode}) within {timeout:g} s") from exc
+
+    def kill(self) -> list[int]:
+        """``docker kill`` (SIGKILL to every process of the container, as a host
+        death); returns the postmaster's host PID ([] when it was not running)."""
+        pid = self.pid()
+        if pid is None:
+            return []
+        if self._frozen:
+            # A paused container cannot be killed until it is unpaused.
+            self.thaw()
+        wrapped = self._wrapped()
+        wrapped.kill()
+        wrapped.wait(timeout=30)
+        return [pid]
+
+    def freeze(self) -> list[int]:
+        """``docker pause`` (every process frozen; the kernel still accepts TCP
+        connections that are never answered); returns the postmaster's host PID."""
+        pid = self.pid()
+        if pid is None:
+            raise ClusterError(f"{self.name} is not running")
+        self._wrapped().pause()
+        self._frozen = True
+        return [pid]
+
+    def thaw(self) -> None:
+        """``docker unpause`` what :meth:`freeze` paused."""
+        if self._frozen:
+            self._frozen = False
+            self._wrapped().unpause()
+
+    def partition(self) -> None:
+        """Disconnect the node from the cluster network: no other node and no
+        controller container reaches it, nor it them; its published port is
+        unreachable from the host too."""
+        if self._partitioned:
+            return
+        self.cluster._network_api().disconnect_container_from_network(
+            self.id, self.cluster.network_id, force=True
+        )
+        self._partitioned = True
+
+    def heal(self) -> None:
+        """Connect the node to the cluster network again, under its name."""
+        if not self._partitioned:
+            return
+        self.cluster._network_api().connect_container_to_network(
+            self.id, self.cluster.network_id, aliases=[self.name]
+        )
+        self._partitioned = False
+
+    # -- SQL -------------------------------------------------------------------------
+
+    def connect(self, timeout: int = 2, **kwargs: Any) -> psycopg.Connection[Any]:
+        """An autocommit psycopg connection through the published port."""
+        return psycopg.connect(self.dsn, connect_timeout=timeout, autocommit=True, **kwargs)
+
+    def query(
+        self, sql: str, params: Sequence[Any] | None = None, timeout: int = 2
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on this node; its rows ([] when it returns none)."""
+        with self.connect(timeout) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
+
+    def is_primary(self) -> bool:
+        """Ask the node whether it is out of recovery."""
+        return not self.query("SELECT pg_is_in_recovery()")[0][0]
+
+    def replay_lsn(self) -> int | None:
+        """The node's replayed LSN (its current LSN when it is a primary)."""
+        row = self.query(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text "
+            "ELSE pg_current_wal_lsn()::text END"
+        )[0]
+        return parse_lsn(row[0])
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the server answers a query; fails at once if the container exits."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            state = self._state()
+            if not state.get("Running"):
+                raise ClusterError(
+                    f"{self.name} exited with {state.get('ExitCode')}:\n{self.log_tail()}"
+                )
+            try:
+                self.query("SELECT 1")
+                return
+            except psycopg.Error as exc:
+                last = exc
+            time.sleep(0.1)
+        raise ClusterError(
+            f"{self.name} did not accept connections within {timeout:g} s ({last}):\n"
+            f"{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the container's output (the server log)."""
+        try:
+            raw = self._wrapped().logs(tail=lines)
+        except Exception as exc:
+            return f"(no log: {exc})"
+        return bytes(raw).decode(errors="replace").rstrip()
+
+
+class DockerController:
+    """The controller container of a :class:`DockerCluster`, reached through its API."""
+
+    def __init__(self, cluster: DockerCluster, api_port: int) -> None:
+        self.cluster = cluster
+        self.api_port = api_port
+        self.container: DockerContainer | None = None
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the controller's HTTP API on 127.0.0.1."""
+        return f"http://{HOST}:{self.api_port}"
+
+    @property
+    def id(self) -> str:
+        """The container's ID."""
+        if self.container is None:
+            raise ClusterError("the controller has no container")
+        return self.container.get_wrapped_container().id  # type: ignore[no-any-return]
+
+    def _wrapped(self) -> Any:
+        if self.container is None:
+            raise ClusterError("the controller has no container")
+        return self.container.get_wrapped_container()
+
+    def get(self, path: str, timeout: float = 3.0) -> Any:
+        """GET ``path`` from the API and decode its JSON (also for 4xx/5xx answers)."""
+        try:
+            with urllib.request.urlopen(self.api_url + path, timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return json.loads(exc.read() or b"{}")
+
+    def status(self) -> dict[str, Any]:
+        """``GET /status``."""
+        return cast("dict[str, Any]", self.get("/status"))
+
+    def primary(self) -> str | None:
+        """The primary the controller believes in (None when it has none or cannot
+        be asked)."""
+        try:
+            return cast("str | None", self.status().get("primary"))
+        except (OSError, ValueError):
+            return None
+
+    def rounds(self) -> int:
+        """Completed probe rounds (0 when the API does not answer)."""
+        try:
+            return int(self.get("/health").get("rounds", 0))
+        except (OSError, ValueError):
+            return 0
+
+    def journal(self) -> list[dict[str, Any]]:
+        """Every journal record so far (``GET /history``)."""
+        return cast("list[dict[str, Any]]", self.get("/history?limit=10000")["events"])
+
+    def promotions(self) -> list[str]:
+        """Nodes a Promote action was started for, in order."""
+        return [
+            r["node"] for r in self.journal()
+            if r.get("kind") == "action_started" and r.get("action") == "Promote"
+        ]
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the API answers ``/health`` with at least one completed round."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            wrapped = self._wrapped()
+            wrapped.reload()
+            if not wrapped.attrs["State"].get("Running"):
+                raise ClusterError(f"the controller exited:\n{self.log_tail()}")
+            if self.rounds() > 0:
+                return
+            time.sleep(0.1)
+        raise ClusterError(f"the controller API did not answer within {timeout:g} s:\n"
+                           f"{self.log_tail()}")
+
+    def kill(self) -> None:
+        """``docker kill`` the controller (SIGKILL)."""
+        wrapped = self._wrapped()
+        wrapped.kill()
+        wrapped.wait(timeout=30)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """``docker stop`` (SIGTERM, then SIGKILL after ``timeout``)."""
+        self._wrapped().stop(timeout=int(timeout))
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the stopped container (journal and configuration kept) and wait
+        until it works."""
+        self._wrapped().start()
+        self.wait_ready(timeout)
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """``docker restart``: stop, start, wait until it works."""
+        self._wrapped().restart(timeout=10)
+        self.wait_ready(timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the controller's output."""
+        try:
+            raw = self._wrapped().logs(tail=lines)
+        except Exception as exc:
+            return f"(no log: {exc})"
+        return bytes(raw).decode(errors="replace").rstrip()
+
+
+class DockerCluster:
+    """A primary (``pg1``) and ``nodes - 1`` streaming replicas in containers, and
+    with ``controller=True`` the controller in a container of its own.
+
+    Use as a context manager or call :meth:`start` and :meth:`close`. ``settings``
+    are extra PostgreSQL settings (``-c`` options) for every node;
+    ``controller_config`` are top-level keys or tables of the controller's
+    configuration (e.g. ``{"timing": {"cooldown": 0}}``).
+    """
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        *,
+        controller: bool = False,
+        settings: Mapping[str, str] | None = None,
+        controller_config: Mapping[str, Any] | None = None,
+        node_image: str = NODE_IMAGE,
+        controller_image: str = CONTROLLER_IMAGE,
+        startup_timeout: float = 120.0,
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.size = nodes
+        self.with_controller = controller
+        self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
+        self.controller_config = dict(controller_config or {})
+        self.node_image = node_image
+        self.controller_image = controller_image
+        self.startup_timeout = startup_timeout
+        self._nodes: dict[str, DockerNode] = {}
+        self._network: Network | None = None
+        self._controller: DockerController | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.startup_seconds: float | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> list[DockerNode]:
+        """Every node, pg1 first."""
+        return list(self._nodes.values())
+
+    def node(self, name: str) -> DockerNode:
+        """The node called ``name``."""
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise KeyError(f"no node {name!r}; nodes: {', '.join(self._nodes)}") from None
+
+    @property
+    def controller(self) -> DockerController:
+        """The controller container (``controller=True``)."""
+        if self._controller is None:
+            raise ClusterError("this cluster was started without a controller")
+        return self._controller
+
+    @property
+    def network_id(self) -> str:
+        """ID of the network the cluster's containers share."""
+        if self._network is None or self._network.id is None:
+            raise ClusterError("the cluster is not started")
+        return self._network.id
+
+    def _network_api(self) -> Any:
+        return DockerClient().client.api
+
+    def start(self) -> DockerCluster:
+        """Create the network and every container, wait until every replica
+        streams (and the controller has completed a round); returns self. On failure
+        everything created so far is removed before the error propagates."""
+        reason = docker_unavailable_reason()
+        if reason is not None:
+            raise ClusterError(reason)
+        images = [self.node_image] + ([self.controller_image] if self.with_controller else [])
+        missing = missing_images(images)
+        if missing:
+            # Never pull: the images come from compose/build-images.
+            raise ClusterError(
+                f"image(s) {', '.join(missing)} not present; run compose/build-images"
+            )
+        t0 = time.monotonic()
+        atexit.register(self.close)
+        try:
+            self._start_watchdog()
+            self._network = Network().create()
+            self._watch(f"n {self.network_id}")
+            names = [f"pg{i + 1}" for i in range(self.size)]
+            ports = self._free_ports(self.size + 1)
+            self._nodes = {n: DockerNode(self, n, p) for n, p in zip(names, ports, strict=False)}
+            primary = self.nodes[0]
+            self._run_node(primary, upstream=None)
+            primary.wait_ready(self.startup_timeout)
+            replicas = self.nodes[1:]
+            for node in replicas:
+                self._run_node(node, upstream=primary.name)
+            if replicas:
+                with ThreadPoolExecutor(max_workers=len(replicas)) as pool:
+                    list(pool.map(lambda n: self._replica_ready(n, primary), replicas))
+            if self.with_controller:
+                self._run_controller(ports[-1])
+        except BaseException:
+            self.close()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _replica_ready(self, node: DockerNode, primary: DockerNode) -> None:
+        node.wait_ready(self.startup_timeout)
+        self.wait_streaming(node.name, timeout=30, upstream=primary.name)
+
+    def _free_ports(self, count: int) -> list[int]:
+        ports: list[int] = []
+        while len(ports) < count:
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        return ports
+
+    def _run_node(self, node: DockerNode, upstream: str | None) -> None:
+        command = [arg for k, v in self.settings.items() for arg in ("-c", f"{k}={v}")]
+        container = (
+            DockerContainer(self.node_image)
+            .with_network(self._require_network())
+            .with_network_aliases(node.name)
+            .with_env("NODE_NAME", node.name)
+            .with_kwargs(hostname=node.name)
+            .with_command(command)
+        )
+        if upstream is not None:
+            container.with_env("PRIMARY_HOST", upstream)
+        container.ports = _published(node.port)
+        node.container = container
+        container.start()
+        self._watch(f"c {node.id}")
+
+    def _run_controller(self, api_port: int) -> None:
+        ctl = DockerController(self, api_port)
+        container = (
+            DockerContainer(self.controller_image)
+            .with_network(self._require_network())
+            .with_network_aliases("controller")
+            .with_command(["run", "--config", CONFIG_PATH, "--json-logs"])
+            .with_copy_into_container(self.controller_toml().encode(), CONFIG_PATH, 0o644)
+        )
+        container.ports = cast("dict[str, int | None]", {f"{API_PORT}/tcp": (HOST, api_port)})
+        ctl.container = container
+        self._controller = ctl
+        container.start()
+        self._watch(f"c {ctl.id}")
+        ctl.wait_ready()
+
+    def _require_network(self) -> Network:
+        if self._network is None:
+            raise ClusterError("the cluster is not started")
+        return self._network
+
+    def close(self) -> None:
+        """Remove every container (by ID, with its volumes) and the network;
+        idempotent. Raises :class:`ClusterError` if something could not be removed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        atexit.unregister(self.close)
+        api = DockerClient().client.api
+        problems: list[str] = []
+        containers = [n.container for n in self.nodes]
+        if self._controller is not None:
+            containers.append(self._controller.container)
+        for container in containers:
+            if container is None or container._container is None:
+                continue
+            cid = container._container.id
+            try:
+                api.remove_container(cid, force=True, v=True)
+            except Exception as exc:
+                if "No such container" not in str(exc):
+                    problems.append(f"container {cid[:12]}: {exc}")
+        if self._network is not None and self._network._network is not None:
+            try:
+                api.remove_network(self._network._network.id)
+            except Exception as exc:
+                if "No such network" not in str(exc) and "not found" not in str(exc):
+                    problems.append(f"network {self._network._network.id[:12]}: {exc}")
+        self._stop_watchdog()
+        if problems:
+            raise ClusterError("cleanup failed: " + "; ".join(problems))
+
+    # A harness killed outright (SIGKILL, os._exit) runs no atexit hook: the
+    # watchdog holds the IDs, sees its stdin close, and removes them by ID.
+    _WATCHDOG = (
+        'cs=""; ns=""\n'
+        'while read -r kind id; do\n'
+        '  case "$kind" in done) exit 0;; c) cs="$cs $id";; n) ns="$ns $id";; esac\n'
+        'done\n'
+        '[ -n "$cs" ] && "$1" rm -f -v $cs >/dev/null 2>&1\n'
+        '[ -n "$ns" ] && "$1" network rm $ns >/dev/null 2>&1\n'
+        'exit 0\n'
+    )
+
+    def _start_watchdog(self) -> None:
+        cli = shutil.which("docker")
+        if cli is None:
+            return
+        self._watchdog = subprocess.Popen(
+            ["/bin/sh", "-c", self._WATCHDOG, "sh", cli],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _watch(self, line: str) -> None:
+        dog = self._watchdog
+        if dog is not None and dog.stdin is not None:
+            with contextlib.suppress(OSError):
+                dog.stdin.write(line.encode() + b"\n")
+                dog.stdin.flush()
+
+    def _stop_watchdog(self) -> None:
+        dog, self._watchdog = self._watchdog, None
+        if dog is None:
+            return
+        if dog.stdin is not None:
+            with contextlib.suppress(OSError):
+                dog.stdin.write(b"done\n")
+                dog.stdin.close()
+        try:
+            dog.wait(5)
+        except subprocess.TimeoutExpired:
+            dog.kill()
+            dog.wait(5)
+
+    def __enter__(self) -> DockerCluster:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> DockerCluster:
+        import asyncio
+
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.close)
+
+    # -- addresses and queries -------------------------------------------------------
+
+    def dsn(self, name: str) -> str:
+        """The DSN of node ``name`` from the host."""
+        return self.node(name).dsn
+
+    def multi_host_dsn(self, **params: str | int) -> str:
+        """One libpq DSN over all nodes' published ports with
+        target_session_attrs=read-write; extra libpq parameters may be given."""
+        opts: dict[str, str | int] = {
+            "host": ",".join(HOST for _ in self.nodes),
+            "port": ",".join(str(n.port) for n in self.nodes),
+            "user": "postgres",
+            "dbname": "postgres",
+            "target_session_attrs": "read-write",
+            "connect_timeout": 2,
+        }
+        opts.update(params)
+        return " ".join(f"{k}={v}" for k, v in opts.items())
+
+    def primaries(self) -> list[str]:
+        """Names of the reachable nodes that say they are out of recovery."""
+
+        def ask(node: DockerNode) -> bool:
+            if node.frozen or node.partitioned or not node.is_running():
+                return False
+            try:
+                return node.is_primary()
+            except psycopg.Error:
+                return False
+
+        with ThreadPoolExecutor(max_workers=max(1, len(self.nodes))) as pool:
+            answers = list(pool.map(ask, self.nodes))
+        return [n.name for n, yes in zip(self.nodes, answers, strict=True) if yes]
+
+    def primary_name(self) -> str | None:
+        """The one node that says it is primary; None when none does. Raises
+        :class:`ClusterError` when two do (split brain)."""
+        found = self.primaries()
+        if len(found) > 1:
+            raise ClusterError(f"more than one primary: {', '.join(found)}")
+        return found[0] if found else None
+
+    def wait_streaming(
+        self, replica: str, timeout: float = 10.0, upstream: str | None = None
+    ) -> None:
+        """Wait until ``replica``'s WAL receiver is streaming (from ``upstream`` when
+        given); :class:`TimeoutError` otherwise."""
+        node = self.node(replica)
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            try:
+                rows = node.query("SELECT status, sender_host FROM pg_stat_wal_receiver")
+                last = rows
+                if rows and rows[0][0] == "streaming" and upstream in (None, rows[0][1]):
+                    return
+            except psycopg.Error as exc:
+                last = exc
+            time.sleep(0.05)
+        raise TimeoutError(f"{replica} not streaming after {timeout:g} s (last: {last})")
+
+    def wait_replayed(
+        self, lsn: int | str, nodes: Iterable[str] | None = None, timeout: float = 10.0
+    ) -> None:
+        """Wait until every replica in ``nodes`` (default: all reachable replicas)
+        has replayed up to ``lsn``; :class:`TimeoutError` otherwise."""
+        target = parse_lsn(lsn) if isinstance(lsn, str) else lsn
+        assert target is not None
+        if nodes is None:
+            primaries = set(self.primaries())
+            names = [
+                n.name for n in self.nodes
+                if n.is_running() and not n.partitioned and n.name not in primaries
+            ]
+        else:
+            names = list(nodes)
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            for name in sorted(pending):
+                try:
+                    row = self.node(name).query("SELECT pg_last_wal_replay_lsn()::text")
+                except psycopg.Error:
+                    continue
+                got = parse_lsn(row[0][0])
+                if got is not None and got >= target:
+                    pending.discard(name)
+            if pending:
+                time.sleep(0.05)
+        if pending:
+            raise TimeoutError(f"not replayed to {lsn} after {timeout:g} s: {sorted(pending)}")
+
+    def current_lsn(self, name: str | None = None) -> int:
+        """pg_current_wal_lsn() of the primary (or of node ``name``)."""
+        node = self.node(name or self.primary_name() or "pg1")
+        lsn = parse_lsn(node.query("SELECT pg_current_wal_lsn()::text")[0][0])
+        assert lsn is not None
+        return lsn
+
+    # -- controller configuration ----------------------------------------------------
+
+    def node_specs(self) -> tuple[NodeSpec, ...]:
+        """The nodes as :class:`NodeSpec` tuples for a controller on the host."""
+        return tuple(
+            NodeSpec(n.name, n.dsn, replication_dsn=n.replication_dsn) for n in self.nodes
+        )
+
+    def config_toml(
+        self, *, dsns: Mapping[str, str] | None = None, **extra: str | int | float | bool
+    ) -> str:
+        """Controller configuration text for a controller on the host (published
+        ports): ``extra`` top-level keys, then one ``[[nodes]]`` table per node.
+        Replicas reach each other by name on the cluster network."""
+        return _config_text(
+            [(n.name, (dsns or {}).get(n.name, n.dsn), n.replication_dsn) for n in self.nodes],
+            extra,
+        )
+
+    def controller_toml(self) -> str:
+        """The configuration of the controller container (DSNs on the cluster
+        network, API on port 8008 of the container, plus ``controller_config``)."""
+        data: dict[str, Any] = {
+            "journal": JOURNAL_PATH,
+            "api": {"listen": f"0.0.0.0:{API_PORT}"},
+        }
+        for key, value in self.controller_config.items():
+            if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return _config_text(
+            [(n.name, n.network_dsn, n.replication_dsn) for n in self.nodes], data
+        )
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def _config_text(nodes: Sequence[tuple[str, str, str]], extra: Mapping[str, Any]) -> str:
+    scalars = {k: v for k, v in extra.items() if not isinstance(v, Mapping)}
+    tables = {k: v for k, v in extra.items() if isinstance(v, Mapping)}
+    lines = [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+    for name, table in tables.items():
+        lines += ["", f"[{name}]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+    for name, dsn, replication_dsn in nodes:
+        lines += [
+            "",
+            "[[nodes]]",
+            f"name = {_toml_value(name)}",
+            f"dsn = {_toml_value(dsn)}",
+            f"replication_dsn = {_toml_value(replication_dsn)}",
+        ]
+    return "\n".join(lines) + "\n"
