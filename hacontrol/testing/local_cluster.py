@@ -8,6 +8,11 @@ fault helpers signal PIDs, never process names.
 
 The cluster trusts every connection from 127.0.0.1, normal and replication:
 test clusters only.
+
+With ``netns=True`` every node runs in a network namespace of its own with its
+own address on a private bridge (:mod:`hacontrol.testing.netns`), so faults can
+cut, slow or isolate single links; the harness, controller and clients stay on
+the host side. That needs root; by default nothing changes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import psycopg
 
 from hacontrol.model import NodeSpec, parse_lsn
 from hacontrol.testing import processes
+from hacontrol.testing.netns import Namespace, NetLab
 from hacontrol.testing.pgbin import PgBin, find_pgbin
 from hacontrol.testing.runas import Owner, data_owner
 from hacontrol.testing.sysv import remove_stale_segment
@@ -94,10 +100,14 @@ def port_in_use(port: int) -> bool:
 class Node:
     """One PostgreSQL server of a :class:`LocalCluster`."""
 
-    def __init__(self, cluster: LocalCluster, name: str, port: int) -> None:
+    def __init__(
+        self, cluster: LocalCluster, name: str, port: int, netns: Namespace | None = None
+    ) -> None:
         self.cluster = cluster
         self.name = name
         self.port = port
+        self.netns = netns
+        self.host = netns.address if netns is not None else HOST
         self.data_dir = cluster.base_dir / name
         self.log_path = cluster.base_dir / f"{name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -111,12 +121,12 @@ class Node:
     @property
     def dsn(self) -> str:
         """libpq key/value DSN of this node."""
-        return f"host={HOST} port={self.port} user=postgres dbname=postgres"
+        return f"host={self.host} port={self.port} user=postgres dbname=postgres"
 
     @property
     def replication_dsn(self) -> str:
         """How a replica reaches this node (primary_conninfo without application_name)."""
-        return f"host={HOST} port={self.port} user=postgres"
+        return f"host={self.host} port={self.port} user=postgres"
 
     @property
     def bindir(self) -> Path:
@@ -174,17 +184,33 @@ class Node:
         # A SIGKILLed postmaster leaves its pid file; its PID may since belong to
         # another process, which would make postgres refuse to start.
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+        argv = [self.cluster.pgbin.path("postgres"), "-D", str(self.data_dir)]
         with self.log_path.open("ab") as log:
-            self._proc = self.owner.popen(
-                [self.cluster.pgbin.path("postgres"), "-D", str(self.data_dir)],
-                cwd=self.data_dir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                new_session=True,
-            )
+            if self.netns is None:
+                self._proc = self.owner.popen(
+                    argv, cwd=self.data_dir, stdout=log, stderr=subprocess.STDOUT,
+                    new_session=True,
+                )
+            else:
+                self._proc = self._popen_in_netns(argv, log)
         self._wait_ready(self._proc, timeout)
         self.cluster._record_pid(self, self._proc.pid)
         return self._proc.pid
+
+    def _popen_in_netns(self, argv: list[str], log: Any) -> subprocess.Popen[bytes]:
+        # `ip netns exec` needs root, so the switch to the data directory's owner
+        # happens after it (setpriv). Both exec without forking: the PID we get is
+        # the postmaster's.
+        assert self.netns is not None
+        owner = self.owner
+        drop = [] if owner.is_current else [
+            "setpriv", f"--reuid={owner.uid}", f"--regid={owner.gid}", "--clear-groups", "--"
+        ]
+        return subprocess.Popen(
+            [*self.netns.exec_argv(), *drop, *argv],
+            cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=owner.env(), start_new_session=True,
+        )
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         pidfile = self.data_dir / "postmaster.pid"
@@ -326,6 +352,7 @@ class LocalCluster:
         keep: bool = False,
         os_user: str = "postgres",
         pgbin: PgBin | None = None,
+        netns: bool = False,
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -337,6 +364,8 @@ class LocalCluster:
         self._given_dir = Path(base_dir) if base_dir is not None else None
         self._os_user = os_user
         self._pgbin = pgbin
+        self.use_netns = netns
+        self.netlab: NetLab | None = None
         self._nodes: dict[str, Node] = {}
         self._base: Path | None = None
         self._owns_dir = False
@@ -360,6 +389,16 @@ class LocalCluster:
         """Every node, pg1 first."""
         return list(self._nodes.values())
 
+    @property
+    def client_netns(self) -> Namespace | None:
+        """With ``netns=True``: the namespace for clients (``cli``), outside every node's."""
+        return self.netlab.member("cli") if self.netlab is not None else None
+
+    @property
+    def host_address(self) -> str:
+        """The address the harness and controller reach the nodes from."""
+        return self.netlab.gateway if self.netlab is not None else HOST
+
     def node(self, name: str) -> Node:
         """The node called ``name``."""
         try:
@@ -378,7 +417,14 @@ class LocalCluster:
         try:
             ports = self._ports()
             names = [f"pg{i + 1}" for i in range(self.size)]
-            self._nodes = {n: Node(self, n, p) for n, p in zip(names, ports, strict=True)}
+            spaces: list[Namespace | None] = [None] * self.size
+            if self.use_netns:
+                self.netlab = NetLab().start()
+                spaces = [self.netlab.add(n) for n in names]
+                self.netlab.add("cli")
+            self._nodes = {
+                n: Node(self, n, p, ns) for n, p, ns in zip(names, ports, spaces, strict=True)
+            }
             if not self.keep:
                 self._start_watchdog()
             self._write_state()
@@ -410,9 +456,13 @@ class LocalCluster:
         try:
             self._stop_all()
         finally:
-            if not self.keep:
-                self._remove_dir()
-            self._stop_watchdog()
+            try:
+                if not self.keep:
+                    self._remove_dir()
+                self._stop_watchdog()
+            finally:
+                if self.netlab is not None:
+                    self.netlab.close()
 
     def _remove_dir(self) -> None:
         base = self.base_dir
@@ -542,18 +592,25 @@ class LocalCluster:
         conf = "".join(f"{k} = {_quote(v)}\n" for k, v in self._common_settings().items())
         with (node.data_dir / "postgresql.conf").open("a") as f:
             f.write(f"\n# hacontrol test cluster\n{conf}include_if_exists = '{NODE_CONF}'\n")
-        (node.data_dir / "pg_hba.conf").write_text(
+        hba = (
             "# hacontrol test cluster: trusts loopback; never use outside tests\n"
             "local all all trust\n"
             "local replication all trust\n"
             f"host all all {HOST}/32 trust\n"
             f"host replication all {HOST}/32 trust\n"
         )
+        if self.netlab is not None and self.netlab.network is not None:
+            net = self.netlab.network
+            hba += f"host all all {net} trust\nhost replication all {net} trust\n"
+        (node.data_dir / "pg_hba.conf").write_text(hba)
         self._write_node_conf(node)
 
     def _write_node_conf(self, node: Node) -> None:
         path = node.data_dir / NODE_CONF
-        path.write_text(f"port = {node.port}\ncluster_name = {_quote(node.name)}\n")
+        text = f"port = {node.port}\ncluster_name = {_quote(node.name)}\n"
+        if node.netns is not None:
+            text += f"listen_addresses = {_quote(node.host)}\n"
+        path.write_text(text)
         self.owner.chown(path)
 
     def _make_replica(self, node: Node) -> None:
@@ -637,6 +694,7 @@ class LocalCluster:
                 {
                     "name": n.name,
                     "port": n.port,
+                    "host": n.host,
                     "data_dir": str(n.data_dir),
                     "log": str(n.log_path),
                     "pid": n.pid(),
@@ -661,7 +719,7 @@ class LocalCluster:
         """One libpq DSN over all nodes with target_session_attrs=read-write, as an
         application would use; extra libpq parameters may be given."""
         opts: dict[str, str | int] = {
-            "host": ",".join(HOST for _ in self.nodes),
+            "host": ",".join(n.host for n in self.nodes),
             "port": ",".join(str(n.port) for n in self.nodes),
             "user": "postgres",
             "dbname": "postgres",

@@ -1,11 +1,15 @@
-"""A write workload that records every acknowledged write, and a checker for it.
+"""A write workload that records every acknowledged write (the checker is in
+:mod:`hacontrol.testing.checker`; its functions are re-exported here).
 
 The writer inserts increasing ids through a libpq connection string (usually the
 cluster's multi-host DSN with target_session_attrs=read-write, as applications
-use) and records, for each acknowledged insert, the id, the server port that
-acknowledged it and the monotonic time of the acknowledgement. A statement that
-hangs (a frozen server) is abandoned after ``statement_timeout`` by shutting the
-connection's socket down from a watchdog, since libpq has no client-side limit.
+use) and records, for each acknowledged insert, the id, the server port, node
+name (cluster_name) and timeline that acknowledged it and the monotonic time of
+the acknowledgement. A statement that hangs (a frozen server) is abandoned after
+``statement_timeout`` by shutting the connection's socket down from a watchdog,
+since libpq has no client-side limit. With ``netns`` the writer's connections
+are made from inside that network namespace (a client next to the server, which
+a partition of the server does not cut off).
 """
 
 from __future__ import annotations
@@ -14,25 +18,42 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
+
+from hacontrol.testing.checker import (
+    Ack,
+    brain_windows,
+    lost_writes,
+    recovery_time,
+    split_brain_windows,
+)
+from hacontrol.testing.netns import enter_netns
+
+__all__ = [
+    "Ack",
+    "Writer",
+    "WriterStats",
+    "brain_windows",
+    "create_table",
+    "lost_writes",
+    "read_ids",
+    "recovery_time",
+    "split_brain_windows",
+]
 
 TABLE = "hacontrol_writes"
 CREATE_SQL = (
     f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigint PRIMARY KEY, at timestamptz DEFAULT now())"
 )
-INSERT_SQL = f"INSERT INTO {TABLE} (id) VALUES (%s) RETURNING inet_server_port()"
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """One acknowledged write."""
-
-    id: int
-    port: int
-    at: float
+# The timeline is the one WAL is being written on (the first 8 hex digits of the
+# current segment's name); pg_control_checkpoint() would lag until a checkpoint.
+INSERT_SQL = (
+    f"INSERT INTO {TABLE} (id) VALUES (%s) RETURNING inet_server_port(), "
+    "current_setting('cluster_name'), substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"
+)
 
 
 @dataclass(slots=True)
@@ -62,18 +83,22 @@ class Writer:
         statement_timeout: float = 1.0,
         max_duration: float = 600.0,
         first_id: int = 1,
+        netns: str | None = None,
+        name: str = "writer",
     ) -> None:
         self.dsn = dsn
+        self.netns = netns
+        self.name = name
         self.interval = interval
         self.statement_timeout = statement_timeout
         self.max_duration = max_duration
         self.stats = WriterStats()
         self._next_id = first_id
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hacontrol-writer", daemon=True)
+        self._thread = threading.Thread(target=self._main, name=f"hacontrol-{name}", daemon=True)
         self._lock = threading.Lock()
         self._inflight_since: float | None = None
-        self._conn: psycopg.Connection[tuple[int]] | None = None
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
     def __enter__(self) -> Writer:
         self.start()
@@ -97,6 +122,15 @@ class Writer:
         """Acknowledgements recorded at or after monotonic time ``at``."""
         with self._lock:
             return [a for a in self.stats.acks if a.at >= at]
+
+    def _main(self) -> None:
+        if self.netns is not None:
+            try:
+                enter_netns(self.netns)  # this thread only; it never leaves again
+            except Exception as exc:
+                self.stats.last_error = f"cannot enter {self.netns}: {exc}"
+                return
+        self._run()
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_duration
@@ -127,8 +161,10 @@ class Writer:
             finally:
                 self._inflight_since = None
             assert row is not None
+            ack = Ack(row_id, int(row[0]), time.monotonic(), str(row[1] or ""),
+                      int(str(row[2]), 16), self.name)
             with self._lock:
-                self.stats.acks.append(Ack(row_id, int(row[0]), time.monotonic()))
+                self.stats.acks.append(ack)
         except Exception as exc:  # every failure is data for the checker, not a crash
             self.stats.errors += 1
             self.stats.last_error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
@@ -149,7 +185,7 @@ class Writer:
                 conn.close()
 
 
-def _shutdown_socket(conn: psycopg.Connection[tuple[int]]) -> None:
+def _shutdown_socket(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
     with contextlib.suppress(Exception):
         sock = socket.socket(fileno=socket.dup(conn.pgconn.socket))
         try:
@@ -162,38 +198,3 @@ def read_ids(dsn: str) -> set[int]:
     """Every id present on the server ``dsn`` reaches."""
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
         return {int(r[0]) for r in conn.execute(f"SELECT id FROM {TABLE}")}
-
-
-def lost_writes(acks: Iterable[Ack], present: set[int]) -> list[int]:
-    """Acknowledged ids that are not present afterwards."""
-    return sorted(a.id for a in acks if a.id not in present)
-
-
-def split_brain_windows(acks: Iterable[Ack]) -> list[tuple[float, float, int, int]]:
-    """Intervals in which two different servers both acknowledged writes.
-
-    Returns (start, end, port_a, port_b) for every place where acknowledgements
-    from two ports interleave: a later ack from the earlier server after the
-    first ack from the newer one.
-    """
-    ordered = sorted(acks, key=lambda a: a.at)
-    first_seen: dict[int, float] = {}
-    last_seen: dict[int, float] = {}
-    for ack in ordered:
-        first_seen.setdefault(ack.port, ack.at)
-        last_seen[ack.port] = ack.at
-    windows = []
-    ports = sorted(first_seen, key=lambda p: first_seen[p])
-    for i, older in enumerate(ports):
-        for newer in ports[i + 1 :]:
-            if last_seen[older] > first_seen[newer]:
-                windows.append((first_seen[newer], last_seen[older], older, newer))
-    return windows
-
-
-def recovery_time(acks: Iterable[Ack], fault_at: float, old_port: int) -> float | None:
-    """Seconds from the fault to the first acknowledgement by another server."""
-    for ack in sorted(acks, key=lambda a: a.at):
-        if ack.at >= fault_at and ack.port != old_port:
-            return ack.at - fault_at
-    return None
