@@ -392,7 +392,7 @@ class _Demo:
                 lines.append(f"stopped: {', '.join(stopped)}"
                              + ("; press r to restart (an old primary comes back fenced)"
                                 if tty else ""))
-            lines.append(f"from another shell:  hacontrol status --watch --config "
+            lines.append(f"from another shell:  {_prog()} status --watch --config "
                          f"{self.config_path}")
             lines.append("q or Ctrl-C stops everything the demo started" if tty
                          else "Ctrl-C stops everything the demo started")
@@ -406,6 +406,13 @@ class _Demo:
                 self.say(text + "\n")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(quit_event.wait(), 1.0 if redraw else 5.0)
+
+
+def _prog() -> str:
+    """How this program was started, for commands the user can paste."""
+    if Path(sys.argv[0]).name == "hacontrol":
+        return sys.argv[0]
+    return f"{sys.executable} -m hacontrol"
 
 
 @contextlib.contextmanager

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,3 +39,45 @@ def test_demo_failover_scenario_prints_a_timeline_and_exits_0() -> None:
     removed = re.search(r"removed (\S+)", text)
     assert removed is not None and "cluster stopped" in text
     assert not Path(removed.group(1)).exists()
+
+
+def test_interactive_demo_kills_on_k_fences_on_r_and_quits_on_q() -> None:
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the demo on a terminal
+        os.execv(sys.executable, [sys.executable, "-m", "hacontrol", "demo"])
+    seen = b""
+
+    def until(pattern: str, timeout: float) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while re.search(pattern, seen.decode(errors="replace")[-4000:]) is None:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {pattern!r} within {timeout} s:\n{seen.decode()[-3000:]}"
+            ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+            if ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    chunk = b""
+                if not chunk:
+                    assert re.search(pattern, seen.decode(errors="replace")), seen.decode()[-3000:]
+                    return
+                seen += chunk
+
+    try:
+        until(r"press k", 60)
+        os.write(fd, b"k")
+        until(r"primary (pg2|pg3), mode", 30)
+        os.write(fd, b"r")
+        until(r"pg1 +primary .* fenced", 30)
+        os.write(fd, b"q")
+        until(r"removed /", 30)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
