@@ -1,0 +1,255 @@
+"""The node driver interface: host-level steps the SQL connection cannot do.
+
+A driver stops, starts, rewinds and re-clones one node's PostgreSQL server.
+Every step returns a :class:`DriverResult` (never raises for node trouble), is
+bounded by a timeout, and scrubs secrets out of what it reports. A driver that
+cannot do a step says so (``possible=False``) instead of pretending; the
+controller turns that into "not possible without a driver" for the operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from hacontrol.redact import redact_text
+
+# Keep step output in the journal short: enough to diagnose, never megabytes.
+MAX_OUTPUT = 4000
+
+
+class Step(StrEnum):
+    """The host-level steps a driver may support (its ``capabilities``)."""
+
+    STOP = "stop"
+    START = "start"
+    STATUS = "status"
+    REWIND = "rewind"
+    BASEBACKUP = "basebackup"
+    STANDBY_CONFIG = "standby_config"
+    FENCE = "fence"
+
+
+STOP_MODES = ("smart", "fast", "immediate")
+
+
+@dataclass(frozen=True, slots=True)
+class DriverResult:
+    """What one driver step did. ``output`` is captured program output, redacted."""
+
+    step: str
+    ok: bool
+    detail: str
+    output: str = ""
+    duration_s: float = 0.0
+    # False when this driver cannot do the step at all (nothing was attempted).
+    possible: bool = True
+    timed_out: bool = False
+    # status(): True/False when known, None when the status could not be read.
+    running: bool | None = None
+    returncode: int | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """JSON-friendly fields for the journal."""
+        out: dict[str, Any] = {
+            "step": self.step,
+            "ok": self.ok,
+            "detail": self.detail,
+            "duration_s": round(self.duration_s, 3),
+        }
+        if self.output:
+            out["output"] = self.output
+        if not self.possible:
+            out["possible"] = False
+        if self.timed_out:
+            out["timed_out"] = True
+        if self.running is not None:
+            out["running"] = self.running
+        if self.returncode is not None:
+            out["returncode"] = self.returncode
+        return out
+
+
+def not_possible(step: Step | str, why: str = "not possible without a driver") -> DriverResult:
+    """The result of a step this driver cannot do."""
+    return DriverResult(str(step), False, why, possible=False)
+
+
+class NodeDriver(ABC):
+    """How host-level steps run for one node. Subclasses override what they support."""
+
+    #: Node name (for messages).
+    node: str = ""
+    #: The steps this driver can do.
+    capabilities: frozenset[Step] = frozenset()
+
+    def can(self, *steps: Step) -> bool:
+        """True when every one of ``steps`` is supported."""
+        return all(s in self.capabilities for s in steps)
+
+    def describe(self) -> str:
+        """A one-line description for status output and the journal."""
+        return type(self).__name__
+
+    def timeout_hint(self) -> float:
+        """How long one ordinary step may take with this driver (seconds)."""
+        return float(getattr(self, "timeout", 60.0))
+
+    @abstractmethod
+    async def stop(self, mode: str = "fast") -> DriverResult:
+        """Shut the server down (``smart``, ``fast`` or ``immediate``) and wait."""
+
+    @abstractmethod
+    async def start(self) -> DriverResult:
+        """Start the server and wait until it accepts connections."""
+
+    @abstractmethod
+    async def status(self) -> DriverResult:
+        """Whether the server runs (``result.running``)."""
+
+    @abstractmethod
+    async def rewind(self, source_dsn: str) -> DriverResult:
+        """pg_rewind the stopped node against the server ``source_dsn`` reaches."""
+
+    @abstractmethod
+    async def basebackup(self, source_dsn: str) -> DriverResult:
+        """Replace the data directory with a fresh base backup from ``source_dsn``,
+        keeping the old one renamed, never deleted."""
+
+    @abstractmethod
+    async def write_standby_config(self, primary_conninfo: str) -> DriverResult:
+        """standby.signal plus primary_conninfo, so the next start is a replica."""
+
+    async def fence(self) -> DriverResult:
+        """A host-level fence (e.g. STONITH); optional."""
+        return not_possible(Step.FENCE, f"{self.describe()} has no fence step")
+
+    async def final_lsn(self) -> int | None:
+        """The end of WAL of the cleanly stopped node (its shutdown checkpoint's
+        location), when the driver can read it; None otherwise."""
+        return None
+
+
+class NullDriver(NodeDriver):
+    """No driver configured: SQL only. Every host step reports it is not possible."""
+
+    def __init__(self, node: str = "") -> None:
+        self.node = node
+
+    def describe(self) -> str:
+        return "no driver (SQL only)"
+
+    async def stop(self, mode: str = "fast") -> DriverResult:
+        return not_possible(Step.STOP)
+
+    async def start(self) -> DriverResult:
+        return not_possible(Step.START)
+
+    async def status(self) -> DriverResult:
+        return not_possible(Step.STATUS)
+
+    async def rewind(self, source_dsn: str) -> DriverResult:
+        return not_possible(Step.REWIND)
+
+    async def basebackup(self, source_dsn: str) -> DriverResult:
+        return not_possible(Step.BASEBACKUP)
+
+    async def write_standby_config(self, primary_conninfo: str) -> DriverResult:
+        return not_possible(Step.STANDBY_CONFIG)
+
+    async def fence(self) -> DriverResult:
+        return not_possible(Step.FENCE)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessResult:
+    """One finished program run."""
+
+    returncode: int | None
+    output: str
+    duration_s: float
+    timed_out: bool = False
+
+
+async def run_process(
+    argv: Sequence[str] | None,
+    *,
+    timeout: float,
+    shell_command: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    popen_kwargs: Mapping[str, Any] | None = None,
+    secrets: Sequence[str] = (),
+) -> ProcessResult:
+    """Run ``argv`` (or ``shell_command`` through /bin/sh) with output captured.
+
+    The program runs in its own session; on timeout or cancellation its whole
+    process group is killed, so a hung ssh cannot outlive its budget. The output
+    is shortened and scrubbed of secrets (``secrets`` are masked verbatim too).
+    ``env`` replaces the environment when given.
+    """
+    started = time.monotonic()
+    common: dict[str, Any] = {
+        "stdin": asyncio.subprocess.DEVNULL,
+        "stdout": asyncio.subprocess.PIPE,
+        "stderr": asyncio.subprocess.STDOUT,
+        "env": dict(env) if env is not None else None,
+        "cwd": cwd,
+        "start_new_session": True,
+        **(popen_kwargs or {}),
+    }
+    try:
+        if shell_command is not None:
+            proc = await asyncio.create_subprocess_shell(shell_command, **common)
+        else:
+            assert argv is not None
+            proc = await asyncio.create_subprocess_exec(*argv, **common)
+    except OSError as exc:
+        text = scrub(f"cannot run: {exc}", secrets)
+        return ProcessResult(None, text, time.monotonic() - started)
+    try:
+        async with asyncio.timeout(timeout):
+            out, _ = await proc.communicate()
+    except TimeoutError:
+        _kill_group(proc.pid)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await proc.communicate()
+        return ProcessResult(
+            proc.returncode, f"timed out after {timeout:g} s", time.monotonic() - started, True
+        )
+    except asyncio.CancelledError:
+        _kill_group(proc.pid)
+        raise
+    text = out.decode(errors="replace").strip()
+    if len(text) > MAX_OUTPUT:
+        # The end of a failing program's output says why it failed.
+        text = "…" + text[-MAX_OUTPUT:]
+    return ProcessResult(proc.returncode, scrub(text, secrets), time.monotonic() - started)
+
+
+def scrub(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with known secret values and anything that looks like one masked."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return redact_text(text)
+
+
+def _kill_group(pid: int) -> None:
+    # The program leads its own session, so its process group id is its PID.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of program output (the usual error message)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
