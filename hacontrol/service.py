@@ -308,9 +308,11 @@ class Service:
         """Seconds a stop may take: the longest action's bound plus a margin."""
         settings = self.controller.settings
         timing = self.config.timing
+        # A switchover running past its own limit is cut short rather than
+        # holding the stop beyond systemd's TimeoutStopSec (90 s in the unit).
         longest = max(
             min(settings.promote_timeout_s, 60.0) + self.config.hooks.timeout,
-            settings.switchover_timeout_s * 2,
+            settings.switchover_timeout_s,
         )
         return longest + timing.probe_timeout * 2 + STOP_MARGIN_S
 
