@@ -39,7 +39,15 @@ from hacontrol.journal import Journal
 from hacontrol.model import ClusterView, NodeSpec, Observation
 from hacontrol.probe import NodeProber
 from hacontrol.redact import redact_text
-from hacontrol.resilience import BreakerRegistry, CircuitBreaker, CircuitOpenError, Policy
+from hacontrol.resilience import (
+    BreakerRegistry,
+    Bulkhead,
+    CircuitBreaker,
+    CircuitOpenError,
+    Policy,
+    ResilienceError,
+    Retry,
+)
 from hacontrol.state import ControllerState, initial_state
 
 log = structlog.get_logger("hacontrol")
@@ -87,6 +95,9 @@ class Controller:
             s.name: Policy(f"probe:{s.name}", breaker=self.breakers[s.name], timeout=timeout * 1.5)
             for s in self.specs
         }
+        self.action_policies: dict[str, tuple[Policy, Policy]] = {
+            s.name: self._action_policies(s.name) for s in self.specs
+        }
         self.state: ControllerState = self._recover_state()
         self.view: ClusterView | None = None
         self.rounds = 0
@@ -111,6 +122,49 @@ class Controller:
             half_open_max_wait=self.config.timing.probe_timeout * 2,
             registry=self.breaker_registry,
         )
+
+    def _action_policies(self, node: str) -> tuple[Policy, Policy]:
+        """(idempotent, promote) policies of one node. They share one bulkhead, so a
+        node never has two actions in flight; only idempotent steps are retried, and
+        only when the node could not be reached at all."""
+        t = self.config.timing.probe_timeout
+        slot = Bulkhead(f"act:{node}.bulkhead", max_concurrent=1, max_queue=8, max_wait=6 * t)
+        idempotent = Policy(
+            f"act:{node}",
+            retry=Retry(f"act:{node}.retry", attempts=3, deadline=6 * t, retry_if=_unreachable),
+            breaker=CircuitBreaker(
+                f"act:{node}",
+                failure_rate_threshold=None,
+                consecutive_failures=5,
+                minimum_calls=5,
+                open_duration=5.0,
+                registry=self.breaker_registry,
+            ),
+            bulkhead=slot,
+            timeout=2 * t + 1.0,
+        )
+        wait = min(self.settings.promote_timeout_s, 60.0)
+        promote = Policy(f"promote:{node}", bulkhead=slot, timeout=wait + 2 * t + 1.0)
+        return idempotent, promote
+
+    async def _guarded(
+        self, node: str, step: Callable[..., Any], *args: Any, promote: bool = False, **kw: Any
+    ) -> act.StepResult:
+        """Run one act.* step behind the node's action policy; never raises for node trouble."""
+        idempotent, promoting = self.action_policies[node]
+        policy = promoting if promote else idempotent
+        try:
+            result: act.StepResult = await policy.call(_checked, step, *args, **kw)
+            return result
+        except _StepFailed as failed:
+            return failed.result
+        except ResilienceError as exc:
+            last = getattr(exc, "last_error", None)
+            if isinstance(last, _StepFailed):
+                return last.result
+            return act.StepResult(False, f"not attempted: {exc}")
+        except TimeoutError:
+            return act.StepResult(False, "timed out")
 
     def _recover_state(self) -> ControllerState:
         recovered = self.journal.recover()
@@ -154,6 +208,8 @@ class Controller:
                 self.breakers.pop(name)
                 self.probe_policies.pop(name)
                 self.breaker_registry.unregister(f"probe:{name}")
+                self.breaker_registry.unregister(f"act:{name}")
+                self.action_policies.pop(name)
             self.config = config
             self.specs = config.node_specs()
             self.by_name = new_specs
@@ -170,6 +226,8 @@ class Controller:
                 self.probers[spec.name] = NodeProber(spec, timeout, self._clock)
                 if spec.name not in self.breakers:
                     self.breakers[spec.name] = self._breaker(spec.name)
+                if spec.name not in self.action_policies:
+                    self.action_policies[spec.name] = self._action_policies(spec.name)
                 self.probe_policies[spec.name] = Policy(
                     f"probe:{spec.name}", breaker=self.breakers[spec.name], timeout=timeout * 1.5
                 )
@@ -314,8 +372,9 @@ class Controller:
         if isinstance(action, Promote):
             outcome = await self._promote(action, timeout)
         elif isinstance(action, Repoint):
-            result = await act.repoint(
-                self.by_name[action.node], self.by_name[action.primary], connect_timeout=timeout
+            result = await self._guarded(
+                action.node, act.repoint, self.by_name[action.node],
+                self.by_name[action.primary], connect_timeout=timeout,
             )
             outcome = _outcome(action, result)
         elif isinstance(action, Fence):
@@ -350,20 +409,25 @@ class Controller:
             if not hook.ok:
                 return ActionOutcome(action, OutcomeStatus.FAILED,
                                      f"pre_promote hook failed ({hook.returncode}); not promoted")
-        result = await act.promote(
+        result = await self._guarded(
+            action.node,
+            act.promote,
             self.by_name[action.node],
+            promote=True,
             connect_timeout=timeout,
             wait_s=min(self.settings.promote_timeout_s, 60.0),
         )
         if result.ok:
             return ActionOutcome(action, OutcomeStatus.SUCCEEDED, result.detail)
-        # Could not connect or the node is not a replica: certainly nothing happened.
-        certain = result.detail.startswith("cannot connect")
+        # Could not connect, or the policy never ran it: certainly nothing happened.
+        certain = result.detail.startswith(("cannot connect", "not attempted"))
         status = OutcomeStatus.FAILED if certain else OutcomeStatus.UNCERTAIN
         return ActionOutcome(action, status, result.detail)
 
     async def _fence(self, action: Fence, timeout: float) -> ActionOutcome:
-        result = await act.fence(self.by_name[action.node], connect_timeout=timeout)
+        result = await self._guarded(
+            action.node, act.fence, self.by_name[action.node], connect_timeout=timeout
+        )
         hooks = self.config.hooks
         if hooks.fence:
             env = {"HACONTROL_EVENT": "fence", "HACONTROL_NODE": action.node,
@@ -404,8 +468,9 @@ class Controller:
                 continue
             if all(prober.settings_ms.get(k) == v for k, v in wanted.items()):
                 continue
-            result = await act.ensure_settings(
-                spec, wanted, prober.settings_ms, connect_timeout=self.config.timing.probe_timeout
+            result = await self._guarded(
+                spec.name, act.ensure_settings, spec, wanted, prober.settings_ms,
+                connect_timeout=self.config.timing.probe_timeout,
             )
             if not result.noop:
                 self.journal.append("settings_managed", node=spec.name, ok=result.ok,
@@ -443,6 +508,25 @@ class Controller:
         from hacontrol.status import snapshot
 
         return snapshot(self)
+
+
+class _StepFailed(Exception):
+    def __init__(self, result: act.StepResult) -> None:
+        super().__init__(result.detail)
+        self.result = result
+
+
+async def _checked(step: Callable[..., Any], *args: Any, **kw: Any) -> act.StepResult:
+    # Policies count and retry exceptions, so a failed step travels as one.
+    result: act.StepResult = await step(*args, **kw)
+    if not result.ok:
+        raise _StepFailed(result)
+    return result
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Retry a step only when the node could not be reached: then it did nothing."""
+    return isinstance(exc, _StepFailed) and exc.result.detail.startswith("cannot connect")
 
 
 class _ProbeFailed(Exception):
