@@ -90,6 +90,9 @@ class CommandDriver(NodeDriver):
             detail = f"`{shown}` timed out after {timeout or self.cfg.timeout:g} s"
             return DriverResult(str(step), False, detail, proc.output, proc.duration_s,
                                 timed_out=True)
+        if proc.returncode is None:
+            return DriverResult(str(step), False, f"`{shown}`: {proc.output}",
+                                duration_s=proc.duration_s)
         ok = proc.returncode == 0
         detail = f"`{shown}` exited with {proc.returncode}"
         if not ok and last_line(proc.output):

@@ -182,6 +182,9 @@ class LocalDriver(NodeDriver):
         if proc.timed_out:
             return DriverResult(str(step), False, f"{program} did not finish within {limit:g} s",
                                 proc.output, proc.duration_s, timed_out=True)
+        if proc.returncode is None:
+            return DriverResult(str(step), False, f"{program}: {proc.output}",
+                                duration_s=proc.duration_s)
         ok = proc.returncode == 0
         detail = f"{program} exited with {proc.returncode}"
         if not ok and last_line(proc.output):
@@ -212,15 +215,25 @@ class LocalDriver(NodeDriver):
         state = await self.status()
         if state.running is False:
             return DriverResult("stop", True, "already stopped", duration_s=state.duration_s)
-        wait = max(1, int(self.timeout))
+        started = time.monotonic()
+        # pg_ctl's own wait polls every 100 ms; a switchover's write-unavailability
+        # window includes this stop, so signal with pg_ctl and watch the lock file,
+        # which the postmaster removes as it exits.
         result = await self._pg(
-            Step.STOP, "pg_ctl", "stop", "-D", str(self.data_dir), "-m", mode, "-w",
-            "-t", str(wait), timeout=wait + 5,
+            Step.STOP, "pg_ctl", "stop", "-D", str(self.data_dir), "-m", mode, "-W",
         )
-        if result.ok:
-            return DriverResult("stop", True, f"stopped ({mode})", result.output,
-                                result.duration_s, returncode=0)
-        return result
+        if not result.ok:
+            return result
+        pidfile = self.data_dir / "postmaster.pid"
+        deadline = started + self.timeout
+        while pidfile.exists():
+            if time.monotonic() >= deadline:
+                return DriverResult("stop", False, f"still running {self.timeout:g} s after "
+                                    f"the {mode} shutdown request", result.output,
+                                    time.monotonic() - started, timed_out=True)
+            await asyncio.sleep(0.005)
+        return DriverResult("stop", True, f"stopped ({mode})", result.output,
+                            time.monotonic() - started, returncode=0)
 
     async def start(self) -> DriverResult:
         state = await self.status()
