@@ -109,15 +109,15 @@ class Controller:
     # -- start-up
 
     def _breaker(self, node: str) -> CircuitBreaker:
-        # Opens after a run of failures so a dead node is not hammered with
-        # connection attempts; a short open time keeps detection fast, since a
-        # rejected probe counts as a failed one.
+        # Opens after a run of failures, which status and metrics show. It lets one
+        # trial probe through every round: a returning old primary must be seen (and
+        # fenced) within a round or two, so the breaker may not hide it any longer.
         return CircuitBreaker(
             f"probe:{node}",
             failure_rate_threshold=None,
             consecutive_failures=5,
             minimum_calls=5,
-            open_duration=max(1.0, self.config.timing.probe_interval * 5),
+            open_duration=self.config.timing.probe_interval * 0.9,
             half_open_max_calls=1,
             half_open_max_wait=self.config.timing.probe_timeout * 2,
             registry=self.breaker_registry,
