@@ -116,6 +116,7 @@ async def rejoin(
     record("rejoin_started", {
         "node": node.name, "primary": primary.name, "driver": driver.describe(),
         "methods": chosen, "allow_basebackup": allow_basebackup,
+        "primary_conninfo": conninfo_for_journal(primary, node.name),
     })
     if node.name == primary.name:
         return done(False, f"{node.name} cannot rejoin itself as its own replica")

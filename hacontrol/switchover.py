@@ -34,7 +34,7 @@ from typing import Any
 
 from hacontrol import act
 from hacontrol.actions import ActionOutcome, OutcomeStatus, Switchover
-from hacontrol.drivers.base import DriverResult, NodeDriver, NullDriver, Step
+from hacontrol.drivers.base import NodeDriver, NullDriver, Step
 from hacontrol.model import NodeSpec, format_lsn, parse_lsn
 from hacontrol.pgconn import connect
 from hacontrol.rejoin import rejoin
@@ -340,8 +340,3 @@ class _Procedure:
 def _error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def results_fields(results: tuple[DriverResult, ...]) -> list[dict[str, Any]]:
-    """Driver results as journal fields."""
-    return [r.fields() for r in results]
