@@ -6,6 +6,9 @@ asyncpg only parses URIs, so key/value strings are translated here.
 
 from __future__ import annotations
 
+import configparser
+import os
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,6 +29,10 @@ _DIRECT = {
 def connect_kwargs(dsn: str, *, application_name: str = "hacontrol") -> dict[str, Any]:
     """asyncpg.connect keyword arguments for a libpq key/value string or URI."""
     params = conninfo_to_dict(dsn)
+    service = params.pop("service", None)
+    if service:
+        # Explicit parameters win over the service file's, as in libpq.
+        params = {**service_params(str(service)), **params}
     kwargs: dict[str, Any] = {}
     settings = {"application_name": str(params.pop("application_name", application_name))}
     for key, value in params.items():
@@ -45,6 +52,37 @@ def connect_kwargs(dsn: str, *, application_name: str = "hacontrol") -> dict[str
             settings.update(_parse_options(text))
     kwargs["server_settings"] = settings
     return kwargs
+
+
+class ServiceNotFound(ValueError):
+    """A DSN names a libpq service that no service file defines."""
+
+
+def _service_files() -> list[Path]:
+    files = []
+    if os.environ.get("PGSERVICEFILE"):
+        files.append(Path(os.environ["PGSERVICEFILE"]))
+    else:
+        files.append(Path.home() / ".pg_service.conf")
+    sysconf = os.environ.get("PGSYSCONFDIR", "/etc/postgresql-common")
+    files.append(Path(sysconf) / "pg_service.conf")
+    return files
+
+
+def service_params(name: str) -> dict[str, str]:
+    """The parameters of libpq service ``name`` (PGSERVICEFILE or ~/.pg_service.conf,
+    then PGSYSCONFDIR/pg_service.conf), since asyncpg does not read service files."""
+    for path in _service_files():
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            parser.read_string(path.read_text())
+        except (OSError, configparser.Error):
+            continue
+        if parser.has_section(name):
+            return {k.strip(): v.strip() for k, v in parser.items(name)}
+    searched = ", ".join(str(p) for p in _service_files())
+    raise ServiceNotFound(f"libpq service {name!r} is not defined (searched {searched})")
 
 
 def _parse_options(options: str) -> dict[str, str]:

@@ -1,9 +1,11 @@
+from pathlib import Path
+
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from hacontrol.act import standby_conninfo
 from hacontrol.model import NodeSpec
-from hacontrol.pgconn import connect_kwargs, endpoint
+from hacontrol.pgconn import ServiceNotFound, connect_kwargs, endpoint
 
 
 def test_key_value_dsn_maps_to_asyncpg_names() -> None:
@@ -49,3 +51,22 @@ def test_standby_conninfo_prefers_replication_dsn_and_names_the_replica() -> Non
     plain = NodeSpec("pg1", "host=h1 port=1 user=ha dbname=postgres")
     info = conninfo_to_dict(standby_conninfo(plain, "pg3"))
     assert info == {"host": "h1", "port": "1", "user": "ha", "application_name": "pg3"}
+
+
+def test_service_file_parameters_are_used_and_explicit_ones_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = tmp_path / "pg_service.conf"
+    services.write_text("[main]\nhost=10.1.1.1\nport=6543\nuser=ha\ndbname=app\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    kwargs = connect_kwargs("service=main port=7000")
+    assert (kwargs["host"], kwargs["port"], kwargs["user"], kwargs["database"]) == (
+        "10.1.1.1", 7000, "ha", "app"
+    )
+
+
+def test_unknown_service_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGSERVICEFILE", str(tmp_path / "none.conf"))
+    monkeypatch.setenv("PGSYSCONFDIR", str(tmp_path))
+    with pytest.raises(ServiceNotFound, match="'nope' is not defined"):
+        connect_kwargs("service=nope")
