@@ -62,6 +62,9 @@ class Promote:
     reason: str
     old_primary: str
     candidates: tuple[CandidateInfo, ...] = ()
+    # Quorum mode: synchronous_standby_names to set on the candidate before the
+    # promote, so its first commit already waits for its replicas (None: leave it).
+    sync_standbys: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,16 @@ class Switchover:
         return self.target
 
 
-Action = Promote | Repoint | Fence | RunHook | Switchover
+@dataclass(frozen=True, slots=True)
+class ConfigureSync:
+    """Set ``synchronous_standby_names`` on the primary ``node`` (ALTER SYSTEM + reload)."""
+
+    node: str
+    value: str
+    reason: str
+
+
+Action = Promote | Repoint | Fence | RunHook | Switchover | ConfigureSync
 
 
 class Severity(StrEnum):

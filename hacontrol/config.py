@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
@@ -179,6 +179,24 @@ class PostgresConfig(Section):
     heartbeat: bool = True
 
 
+class ReplicationConfig(Section):
+    """``[replication]``: synchronous quorum replication (docs/synchronous.md)."""
+
+    # off: synchronous_standby_names is left alone; quorum: the controller manages
+    # 'ANY k (...)' on the primary and fails over only without losing a commit.
+    synchronous: Literal["off", "quorum"] = "off"
+    # k: each commit waits until this many replicas have flushed it.
+    quorum: int = Field(default=1, ge=1)
+    # true: keep k names even when fewer replicas can acknowledge (writes block);
+    # false: degrade to fewer names or asynchronous with an event, restore later.
+    strict: bool = False
+
+    @field_validator("synchronous", mode="before")
+    @classmethod
+    def _synchronous(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
 class HooksConfig(Section):
     """``[hooks]``: shell commands run on events; empty means not configured."""
 
@@ -304,6 +322,7 @@ class Config(BaseSettings):
     timing: TimingConfig = Field(default_factory=TimingConfig)
     failover: FailoverConfig = Field(default_factory=FailoverConfig)
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
+    replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
 
@@ -360,6 +379,9 @@ class Config(BaseSettings):
             repoint_retry_s=t.repoint_retry,
             failback=f.failback,
             failback_delay_s=f.failback_delay,
+            synchronous=self.replication.synchronous,
+            sync_quorum=self.replication.quorum,
+            sync_strict=self.replication.strict,
         )
 
     def node_specs(self) -> tuple[NodeSpec, ...]:
@@ -413,6 +435,16 @@ def _cross_field_problems(config: Config) -> list[tuple[tuple[str | int, ...], s
                 ("timing", "detection_window"),
                 f"must be at least timing.probe_interval ({t.probe_interval:g} s) "
                 f"(got {t.detection_window:g})",
+            )
+        )
+    rep = config.replication
+    if rep.quorum > len(config.nodes) - 1:
+        problems.append(
+            (
+                ("replication", "quorum"),
+                f"must be at most the number of nodes - 1 = {len(config.nodes) - 1} (a primary"
+                f" never waits for itself, so at most every replica can acknowledge)"
+                f" (got {rep.quorum})",
             )
         )
     if pg.manage_settings:
@@ -712,6 +744,9 @@ def _problem_text(error: Mapping[str, Any], loc: tuple[str | int, ...]) -> str:
     if kind == "enum" and field == "mode":
         allowed = ", ".join(m.value for m in FailoverMode)
         return f"must be one of: {allowed}{got}"
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        return f"must be one of: {expected}{got}"
     if kind in _TYPE_WORDS:
         return _TYPE_WORDS[kind] + got
     if kind == "value_error":
@@ -797,11 +832,36 @@ def config_warnings(config: Config) -> list[str]:
         )
     if config.failover.failback and config.mode is not FailoverMode.AUTOMATIC:
         warnings.append(f"failover.failback has no effect in {config.mode.value} mode")
+    warnings += _replication_warnings(config)
     warnings += _api_warnings(config.api)
     if config.timing.probe_timeout > config.timing.replica_silence:
         warnings.append(
             "timing.probe_timeout is longer than timing.replica_silence: a hung primary is "
             "detected by probe timeouts, not by its replicas' silence"
+        )
+    return warnings
+
+
+def _replication_warnings(config: Config) -> list[str]:
+    rep = config.replication
+    if rep.synchronous != "quorum":
+        return (
+            ["replication.strict has no effect while replication.synchronous is off"]
+            if rep.strict
+            else []
+        )
+    warnings: list[str] = []
+    replicas = len(config.nodes) - 1
+    if rep.strict and rep.quorum == replicas:
+        warnings.append(
+            f"replication.strict with quorum {rep.quorum} of {replicas} replicas: writes block"
+            " whenever any single replica is down"
+        )
+    never = [n.name for n in config.nodes if n.priority == 0]
+    if never:
+        warnings.append(
+            f"{', '.join(never)} (priority 0) acknowledge commits but are never promoted: when"
+            " one of them holds the most WAL after a failure, the failover waits"
         )
     return warnings
 
@@ -865,6 +925,39 @@ def _api_line(api: ApiConfig) -> str:
     return f"api: http://{where} (status, health checks and metrics open; commands need {token})"
 
 
+def _replication_lines(config: Config) -> list[str]:
+    rep = config.replication
+    if rep.synchronous != "quorum":
+        return [
+            "replication: asynchronous as far as the controller is concerned "
+            "(synchronous_standby_names is left alone); a failover may lose commits the "
+            "primary acknowledged but no replica had received"
+        ]
+    replicas = len(config.nodes) - 1
+    lines = [
+        f"replication: synchronous quorum, ANY {rep.quorum} of the healthy replicas "
+        "(synchronous_standby_names managed on the primary)",
+        f"  each commit waits until {rep.quorum} replica(s) flushed it; a failover promotes "
+        "only a member of the set, once N - k + 1 members are reachable, the one with the "
+        "most WAL: no acknowledged commit is lost",
+        f"  with all {replicas} replicas in the set, a failover needs "
+        f"{replicas - rep.quorum + 1} of them reachable; a replica that fails is dropped "
+        "from the set, so a later failover needs one fewer",
+    ]
+    if rep.strict:
+        lines.append(
+            f"  strict: with fewer than {rep.quorum} healthy replica(s) the set keeps "
+            f"{rep.quorum} names over all {replicas} replicas and writes block until they return"
+        )
+    else:
+        lines.append(
+            f"  not strict: with fewer than {rep.quorum} healthy replica(s) it degrades to "
+            "fewer names, or asynchronous (event sync_degraded), and is restored when they "
+            "return (event sync_restored)"
+        )
+    return lines
+
+
 def explain(config: Config) -> str:
     """A human summary of what this configuration makes the controller do."""
     t, f, pg, h = config.timing, config.failover, config.postgres, config.hooks
@@ -916,6 +1009,7 @@ def explain(config: Config) -> str:
         if pg.heartbeat
         else "  heartbeat: off"
     )
+    lines += _replication_lines(config)
     lines.append(f"hooks (timeout {_seconds(h.timeout)}):")
     for name in ("pre_promote", "fence", "on_role_change"):
         command = getattr(h, name)

@@ -21,6 +21,7 @@ from hacontrol import act
 from hacontrol.actions import (
     Action,
     ActionOutcome,
+    ConfigureSync,
     Decision,
     Event,
     Fence,
@@ -37,6 +38,7 @@ from hacontrol.decide import apply_outcome, decide, handle_request
 from hacontrol.hooks import run_hook
 from hacontrol.journal import Journal
 from hacontrol.model import ClusterView, NodeSpec, Observation
+from hacontrol.pgconn import connect
 from hacontrol.probe import NodeProber
 from hacontrol.redact import redact_text
 from hacontrol.resilience import (
@@ -381,6 +383,12 @@ class Controller:
             outcome = await self._fence(action, timeout)
         elif isinstance(action, RunHook):
             outcome = await self._hook(action)
+        elif isinstance(action, ConfigureSync):
+            result = await self._guarded(
+                action.node, set_standby_names, self.by_name[action.node], action.value,
+                connect_timeout=timeout,
+            )
+            outcome = _outcome(action, result)
         else:
             outcome = await self._switchover(action)
         self.journal.append(
@@ -409,6 +417,18 @@ class Controller:
             if not hook.ok:
                 return ActionOutcome(action, OutcomeStatus.FAILED,
                                      f"pre_promote hook failed ({hook.returncode}); not promoted")
+        if action.sync_standbys is not None:
+            # Quorum mode: the candidate's first commit as primary must already wait
+            # for its replicas, so its synchronous set is in place before the promote.
+            prepared = await self._guarded(
+                action.node, set_standby_names, self.by_name[action.node],
+                action.sync_standbys, connect_timeout=timeout,
+            )
+            if not prepared.ok:
+                return ActionOutcome(
+                    action, OutcomeStatus.FAILED,
+                    f"could not set its synchronous set ({prepared.detail}); not promoted",
+                )
         result = await self._guarded(
             action.node,
             act.promote,
@@ -508,6 +528,37 @@ class Controller:
         from hacontrol.status import snapshot
 
         return snapshot(self)
+
+
+async def set_standby_names(
+    spec: NodeSpec, value: str, *, connect_timeout: float
+) -> act.StepResult:
+    """ALTER SYSTEM SET synchronous_standby_names = ``value`` and reload (idempotent;
+    works on a replica too, where it takes effect once the node is promoted)."""
+    started = time.monotonic()
+    try:
+        conn = await connect(spec.dsn, connect_timeout)
+    except Exception as exc:
+        return act.StepResult(
+            False, f"cannot connect: {_error_text(exc)}", time.monotonic() - started
+        )
+    try:
+        literal = "'" + value.replace("'", "''") + "'"
+        await conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = {literal}")
+        await conn.execute("SELECT pg_reload_conf()")
+        shown = value or "'' (asynchronous)"
+        return act.StepResult(
+            True, f"synchronous_standby_names = {shown}", time.monotonic() - started
+        )
+    except Exception as exc:
+        return act.StepResult(False, _error_text(exc), time.monotonic() - started)
+    finally:
+        conn.terminate()
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _StepFailed(Exception):

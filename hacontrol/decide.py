@@ -30,6 +30,7 @@ from hacontrol.actions import (
     Action,
     ActionOutcome,
     CandidateInfo,
+    ConfigureSync,
     Decision,
     Event,
     Fence,
@@ -62,7 +63,17 @@ from hacontrol.state import (
     FailoverInFlight,
     NodeHealth,
     Operation,
+    SyncQuorum,
     initial_state,
+)
+from hacontrol.syncrep import (
+    desired_standbys,
+    failover_quorum,
+    parse_standby_names,
+    post_failover_standbys,
+    quorum_mode,
+    same_set,
+    track_in_force,
 )
 
 __all__ = [
@@ -366,6 +377,13 @@ class _Round:
             self.in_flight = None
         self.last_failover_at = state.last_failover_at
         self.failback_since = state.failback_since
+        self.sync_in_force = state.sync_in_force if primary else None
+        self.sync_pending = state.sync_pending if primary else ()
+        self.sync_requested = state.sync_requested if primary else None
+        self.sync_requested_at = state.sync_requested_at if primary else None
+        # Condition keys carried over unchanged from the last round (a step that
+        # could not be evaluated this round keeps its conditions quiet).
+        self.kept_conditions: set[str] = set()
         # An operator's own operation keeps its follow-up steps (fencing its old
         # primary, repointing, the hook) even while the controller is paused.
         flight = self.in_flight
@@ -437,6 +455,14 @@ class _Round:
         self.primary_timeline = obs.timeline if obs is not None else None
         self.primary_lsn = obs.current_lsn if obs is not None else None
         self.primary_changed = True
+        # The synchronous sets belong to the old primary's commits; the new primary's
+        # set is learnt from its next probe.
+        self.sync_in_force = None
+        self.sync_pending = ()
+        self.sync_requested = None
+        self.sync_requested_at = None
+        if obs is not None and _is_primary(obs):
+            self.track_sync(obs)
 
     # -- steps
 
@@ -452,6 +478,7 @@ class _Round:
             self.consider_failover()
         self.consider_failback()
         self.repoint()
+        self.manage_sync()
         if self.primary is None and self.in_flight is None:
             self.condition(
                 "no_primary",
@@ -522,6 +549,16 @@ class _Round:
             self.primary_timeline = obs.timeline
         if obs.current_lsn is not None:
             self.primary_lsn = max(self.primary_lsn or 0, obs.current_lsn)
+        self.track_sync(obs)
+
+    def track_sync(self, obs: Observation) -> None:
+        """Remember the synchronous set the primary is seen using (and what it replaced)."""
+        seen = parse_standby_names(obs.synchronous_standby_names, obs.node, self.names)
+        if seen is None:
+            return
+        self.sync_in_force, self.sync_pending = track_in_force(
+            self.sync_in_force, self.sync_pending, seen, obs
+        )
 
     def follow_in_flight(self) -> None:
         flight = self.in_flight
@@ -830,6 +867,47 @@ class _Round:
                 candidates=figures,
             )
             return
+        quorum_note: dict[str, Any] = {}
+        sync_standbys: str | None = None
+        if quorum_mode(settings):
+            verdict = failover_quorum(self.current_state(), self.view, self.names, primary)
+            quorum_note = {
+                "quorum": verdict.reason,
+                "quorum_members": sorted(verdict.members),
+                "quorum_reachable": list(verdict.reachable),
+            }
+            if not verdict.ok:
+                self.condition(
+                    f"quorum_not_reachable:{primary}:{','.join(verdict.missing)}",
+                    "quorum_not_reachable",
+                    primary,
+                    f"primary {primary} is down, but not enough of its synchronous set is"
+                    f" reachable: {verdict.reason}; waiting (no failover) until"
+                    f" {', '.join(verdict.missing)} can be reached",
+                    Severity.CRITICAL,
+                    missing=list(verdict.missing),
+                    reachable=list(verdict.reachable),
+                    candidates=figures,
+                )
+                return
+            if not verdict.unrestricted:
+                for info in eligible:
+                    if not verdict.allows(info.node, info.wal_position):
+                        why = (
+                            "not a member of the synchronous set"
+                            if info.node not in verdict.members
+                            else "behind the most advanced reachable synchronous member"
+                        )
+                        ranking = tuple(
+                            replace(c, excluded=why) if c.node == info.node else c
+                            for c in ranking
+                        )
+                ranking = (
+                    *(c for c in ranking if c.eligible),
+                    *(c for c in ranking if not c.eligible),
+                )
+                figures = [c.as_dict() for c in ranking]
+                eligible = [c for c in ranking if c.eligible]
         if not eligible:
             self.condition(
                 f"no_candidate:{primary}",
@@ -839,11 +917,19 @@ class _Round:
                 + "; ".join(c.describe() for c in ranking),
                 Severity.CRITICAL,
                 candidates=figures,
+                **quorum_note,
             )
             return
         chosen = eligible[0]
         reason = _promote_reason(chosen, ranking, primary)
-        if not self.act(Promote(chosen.node, reason, primary, ranking)):
+        if quorum_mode(settings):
+            target = post_failover_standbys(
+                chosen.node, primary, self.view, self.current_state(), self.names, settings
+            )
+            sync_standbys = target.value
+            reason += f"; {quorum_note.get('quorum', '')}; its synchronous set: {target.reason}"
+        promote = Promote(chosen.node, reason, primary, ranking, sync_standbys=sync_standbys)
+        if not self.act(promote):
             return
         self.in_flight = FailoverInFlight(
             candidate=chosen.node,
@@ -861,6 +947,7 @@ class _Round:
             old_primary=primary,
             candidates=figures,
             replicas=replicas,
+            **quorum_note,
         )
 
     def blocked_by(self, primary: str) -> tuple[str, str] | None:
@@ -1003,6 +1090,73 @@ class _Round:
                     health = replace(health, last_repoint_at=self.at)
             self.nodes[name] = health
 
+    def manage_sync(self) -> None:
+        """Quorum mode: keep the primary's synchronous set on the fit replicas, with an
+        event when it degrades (or, strict, blocks writes) and when it is restored."""
+        primary = self.primary
+        obs = self.obs(primary) if primary else None
+        prefix = f"sync_degraded:{primary}:", f"sync_blocked:{primary}"
+        active_before = [k for k in self.old.conditions if k.startswith(prefix)]
+        if (
+            not quorum_mode(self.settings)
+            or primary is None
+            or self.in_flight is not None
+            or obs is None
+            or not _writable(obs)
+            or obs.synchronous_standby_names is None
+        ):
+            if primary is not None and not self.primary_changed:
+                self.kept_conditions.update(active_before)
+            return
+        target = desired_standbys(primary, self.view, self.current_state(), self.names,
+                                  self.settings)
+        details: dict[str, Any] = {
+            "value": target.value,
+            "members": list(target.members),
+            "quorum": self.settings.sync_quorum,
+        }
+        if target.blocked:
+            self.condition(
+                f"sync_blocked:{primary}",
+                "sync_writes_blocked",
+                primary,
+                f"writes on {primary} are blocked: {target.reason}",
+                Severity.CRITICAL,
+                **details,
+            )
+        elif target.degraded:
+            self.condition(
+                f"sync_degraded:{primary}:{len(target.members)}",
+                "sync_degraded",
+                primary,
+                f"synchronous replication on {primary} degraded: {target.reason}",
+                Severity.CRITICAL if not target.members else Severity.WARNING,
+                **details,
+            )
+        elif active_before:
+            self.emit(
+                "sync_restored",
+                primary,
+                f"synchronous replication on {primary} restored: {target.reason}",
+                Severity.WARNING,
+                **details,
+            )
+        seen = parse_standby_names(obs.synchronous_standby_names, primary, self.names)
+        wanted = SyncQuorum(target.quorum.members, target.quorum.k, target.quorum.method)
+        if same_set(seen, wanted) and seen is not None:
+            self.sync_requested = self.sync_requested_at = None
+            return
+        if (
+            self.sync_requested == target.value
+            and self.sync_requested_at is not None
+            and self.at - self.sync_requested_at < self.settings.repoint_retry_s
+        ):
+            return
+        now = obs.synchronous_standby_names or "''"
+        if self.act(ConfigureSync(primary, target.value, f"{target.reason} (was {now})")):
+            self.sync_requested = target.value
+            self.sync_requested_at = self.at
+
     def current_state(self) -> ControllerState:
         return ControllerState(
             primary=self.primary,
@@ -1016,6 +1170,10 @@ class _Round:
             in_flight=self.in_flight,
             conditions=self.old.conditions,
             failback_since=self.failback_since,
+            sync_in_force=self.sync_in_force,
+            sync_pending=self.sync_pending,
+            sync_requested=self.sync_requested,
+            sync_requested_at=self.sync_requested_at,
         )
 
     def finish(self) -> Decision:
@@ -1024,6 +1182,7 @@ class _Round:
             keys = set(self.old.conditions) | set(self.conditions)
         else:
             keys = set(self.conditions)
+        keys |= self.kept_conditions
         # Chronological: a condition's event stands where it first arose this round.
         ordered = [
             self.conditions[key] if key is not None else event
@@ -1296,6 +1455,21 @@ def _manual_failover(
     ranking = rank_candidates(state, view, specs, settings)
     info = next((c for c in ranking if c.node == to), None)
     problems = _promotion_problems(to, state, view, specs, settings, info)
+    sync_standbys: str | None = None
+    if quorum_mode(settings):
+        names = sorted(specs)
+        verdict = failover_quorum(state, view, names, state.primary or "")
+        position = obs.wal_position if _is_replica(obs) and obs is not None else None
+        if not verdict.ok:
+            problems.append(f"the synchronous quorum is not reachable: {verdict.reason}")
+        elif not verdict.allows(to, position):
+            problems.append(
+                f"{to} may lack acknowledged commits: it is not a synchronous member at the"
+                f" most advanced reachable member's WAL ({format_lsn(verdict.required_lsn)})"
+            )
+        sync_standbys = post_failover_standbys(
+            to, state.primary, view, state, names, settings
+        ).value
     if problems and not request.force:
         return _refuse(
             state,
@@ -1333,7 +1507,8 @@ def _manual_failover(
         Severity.CRITICAL,
     )
     new_state = replace(state, in_flight=flight, last_failover_at=at, failback_since=None)
-    return Decision(new_state, (Promote(to, reason, old, ranking),), (event,))
+    promote = Promote(to, reason, old, ranking, sync_standbys=sync_standbys)
+    return Decision(new_state, (promote,), (event,))
 
 
 def handle_request(
@@ -1542,7 +1717,12 @@ def apply_outcome(
         return _switchover_outcome(state, outcome, at, settings or DecisionSettings())
     if outcome.status is OutcomeStatus.SUCCEEDED:
         return Decision(state)
-    kind = {Repoint: "repoint_failed", Fence: "fence_failed", RunHook: "hook_failed"}[type(action)]
+    kind = {
+        Repoint: "repoint_failed",
+        Fence: "fence_failed",
+        RunHook: "hook_failed",
+        ConfigureSync: "sync_config_failed",
+    }[type(action)]
     severity = Severity.CRITICAL if isinstance(action, Fence) else Severity.WARNING
     event = Event(
         kind, action.node, f"{kind.replace('_', ' ')} on {action.node}: {detail}", details, severity

@@ -84,6 +84,9 @@ class Observation:
     replication: tuple[ReplicationClient, ...] = ()
     system_identifier: int | None = None
     latency_s: float | None = None
+    # current_setting('synchronous_standby_names') as the node reports it (None:
+    # not read). On a primary this is the synchronous set in force.
+    synchronous_standby_names: str | None = None
 
     @property
     def wal_position(self) -> int | None:
@@ -157,3 +160,13 @@ class DecisionSettings:
     # A planned switchover (or failback) still running after this long is reported;
     # after twice this long without an outcome from the shell it is abandoned.
     switchover_timeout_s: float = 60.0
+    # Synchronous replication: "off" (the controller leaves synchronous_standby_names
+    # alone) or "quorum" (it manages 'ANY k (...)' on the primary; see docs/synchronous.md).
+    synchronous: str = "off"
+    # k: commits wait for this many synchronous replicas.
+    sync_quorum: int = 1
+    # True: never fewer than k names, writes block instead; False: degrade with an event.
+    sync_strict: bool = False
+    # A reachable replica that does not stream from the primary yet (being repointed
+    # after a failover) stays a synchronous member this long before it is dropped.
+    sync_grace_s: float = 5.0

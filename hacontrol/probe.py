@@ -52,7 +52,8 @@ SELECT
   (SELECT setting FROM pg_settings WHERE name = 'wal_receiver_timeout')::int
        AS wal_receiver_timeout_ms,
   (SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout')::int
-       AS wal_sender_timeout_ms
+       AS wal_sender_timeout_ms,
+  current_setting('synchronous_standby_names') AS synchronous_standby_names
 """
 
 # A transactional logical message: it commits, so replicas' last replayed
@@ -114,6 +115,7 @@ def observation_from_row(node: str, at: float, latency: float, row: Any) -> Obse
         replication=replication,
         system_identifier=int(row["system_identifier"]),
         latency_s=latency,
+        synchronous_standby_names=row.get("synchronous_standby_names"),
     )
 
 

@@ -38,6 +38,7 @@ from aiohttp import web
 from hacontrol.actions import (
     Action,
     ActionOutcome,
+    ConfigureSync,
     Fence,
     ManualFailover,
     NodeRejoined,
@@ -112,14 +113,16 @@ class NotifyingController(Controller):
         hooks = self.config.hooks
         if isinstance(action, Promote):
             hook = hooks.timeout if hooks.pre_promote else 0.0
-            return min(self.settings.promote_timeout_s, 60.0) + hook + connect
+            # Quorum mode sets the candidate's synchronous set first: one more connect.
+            prepare = connect if action.sync_standbys is not None else 0.0
+            return min(self.settings.promote_timeout_s, 60.0) + hook + connect + prepare
         if isinstance(action, Switchover):
             return self.settings.switchover_timeout_s * 2
         if isinstance(action, Fence):
             return connect + (hooks.timeout if hooks.fence else 0.0)
         if isinstance(action, RunHook):
             return hooks.timeout + 1.0
-        assert isinstance(action, Repoint)
+        assert isinstance(action, Repoint | ConfigureSync)
         return connect
 
     async def execute(self, action: Action) -> ActionOutcome:

@@ -41,6 +41,26 @@ class NodeHealth:
         return self.last_failure_at - self.first_failure_at >= window_s
 
 
+@dataclass(frozen=True, slots=True)
+class SyncQuorum:
+    """A synchronous set as a primary applies it: a commit is acknowledged once ``k``
+    of ``members`` have flushed it (``k`` 0: asynchronous). Members are node names
+    (application names), never the primary itself."""
+
+    members: frozenset[str] = frozenset()
+    k: int = 0
+    # "any" (quorum), "first" (priority: the first k connected members), "" (async).
+    method: str = ""
+    # Set on a superseded set: the primary's LSN when its successor was first seen in
+    # force. Every commit acknowledged under this set lies at or below it.
+    until_lsn: int | None = None
+
+    @property
+    def synchronous(self) -> bool:
+        """True when commits wait for at least one replica."""
+        return self.k > 0 and bool(self.members)
+
+
 class Operation(StrEnum):
     """What kind of change of primary is in flight."""
 
@@ -103,6 +123,14 @@ class ControllerState:
     conditions: frozenset[str] = frozenset()
     # Since when the preferred node has been continuously ready for a failback.
     failback_since: float | None = None
+    # The synchronous set the current primary was last seen using (None: not seen
+    # yet), and superseded sets whose acknowledged commits the current set does not
+    # yet provably cover: a failover must consult those too (docs/synchronous.md).
+    sync_in_force: SyncQuorum | None = None
+    sync_pending: tuple[SyncQuorum, ...] = ()
+    # The last synchronous_standby_names value sent to the primary, and when.
+    sync_requested: str | None = None
+    sync_requested_at: float | None = None
 
     def health(self, node: str) -> NodeHealth:
         """The probe history of ``node`` (empty if never probed)."""

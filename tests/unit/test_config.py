@@ -649,7 +649,7 @@ def test_top_level_keys_are_case_sensitive_like_toml(tmp_path: Path) -> None:
     found = problems(tmp_path, 'MODE = "manual"\n' + NODES + "[timing]\nprobe_interval = 0\n")
     assert found == [
         f"{tmp_path / LABEL}: MODE: unknown key; allowed keys: mode, journal, nodes, timing, "
-        "failover, postgres, hooks, api",
+        "failover, postgres, replication, hooks, api",
         f"{tmp_path / LABEL}: timing.probe_interval: must be greater than 0 (got 0)",
     ]
 
@@ -767,3 +767,69 @@ def test_api_explain_disabled_and_public_listen(tmp_path: Path) -> None:
     assert "api.listen (0.0.0.0:8008) is not a loopback address" in out
     out = explain(load_config(write(tmp_path, NODES + '[api]\nlisten = "[::1]:8008"\n'), {}))
     assert "api: http://[::1]:8008" in out and "warnings:" not in out
+
+
+# ---------------------------------------------------------------- [replication]
+
+THREE_NODES = NODES + """
+[[nodes]]
+name = "pg3"
+dsn = "host=10.0.0.3 port=5432 user=hacontrol dbname=postgres"
+"""
+
+
+def test_replication_defaults_to_off(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NODES), {})
+    assert config.replication.synchronous == "off"
+    settings = config.decision_settings()
+    assert (settings.synchronous, settings.sync_quorum, settings.sync_strict) == ("off", 1, False)
+    assert "synchronous_standby_names is left alone" in explain(config)
+
+
+def test_replication_quorum_maps_to_decision_settings(tmp_path: Path) -> None:
+    text = THREE_NODES + '[replication]\nsynchronous = "Quorum"\nquorum = 2\nstrict = true\n'
+    config = load_config(write(tmp_path, text), {})
+    settings = config.decision_settings()
+    assert (settings.synchronous, settings.sync_quorum, settings.sync_strict) == (
+        "quorum", 2, True
+    )
+    text = explain(config)
+    assert "ANY 2 of the healthy replicas" in text
+    assert "writes block until they return" in text
+    assert "strict with quorum 2 of 2 replicas" in text  # the warning
+
+
+def test_replication_env_overrides(tmp_path: Path) -> None:
+    env = {"HACONTROL_REPLICATION__SYNCHRONOUS": "quorum", "HACONTROL_REPLICATION__QUORUM": "2"}
+    config = load_config(write(tmp_path, THREE_NODES), env)
+    assert (config.replication.synchronous, config.replication.quorum) == ("quorum", 2)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            'synchronous = "sync"',
+            "replication.synchronous: must be one of: off, quorum (got 'sync')",
+        ),
+        ("quorum = 0", "replication.quorum: must be at least 1 (got 0)"),
+        (
+            "quorum = 2",
+            "replication.quorum: must be at most the number of nodes - 1 = 1 (a primary never"
+            " waits for itself, so at most every replica can acknowledge) (got 2)",
+        ),
+        ("strict = 3", "replication.strict: must be true or false (got 3)"),
+        ("sync = 1", "replication.sync: unknown key; allowed keys: synchronous, quorum, strict"),
+    ],
+)
+def test_replication_validation_messages(tmp_path: Path, section: str, message: str) -> None:
+    found = one_problem(tmp_path, NODES + f"[replication]\n{section}\n")
+    assert found == f"{tmp_path / LABEL}: {message}"
+
+
+def test_replication_warnings(tmp_path: Path) -> None:
+    strict_off = load_config(write(tmp_path, NODES + "[replication]\nstrict = true\n"), {})
+    assert "replication.strict has no effect" in explain(strict_off)
+    never = THREE_NODES.replace("priority = 50", "priority = 0")
+    config = load_config(write(tmp_path, never + '[replication]\nsynchronous = "quorum"\n'), {})
+    assert "pg2 (priority 0) acknowledge commits but are never promoted" in explain(config)
