@@ -6,83 +6,41 @@ asyncpg only parses URIs, so key/value strings are translated here.
 
 from __future__ import annotations
 
-import configparser
-import os
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 from psycopg.conninfo import conninfo_to_dict
 
-# libpq keys asyncpg understands directly, under asyncpg's own names.
-_DIRECT = {
-    "host": "host",
-    "hostaddr": "host",
-    "port": "port",
-    "user": "user",
-    "password": "password",
-    "dbname": "database",
-    "passfile": "passfile",
-}
+# libpq parameters asyncpg reads from a URI's query string itself (asyncpg >= 0.30),
+# including service files and TLS client certificates. Anything else (e.g.
+# connect_timeout, keepalives) would be sent to the server as a setting by
+# asyncpg, so it is left out: the controller bounds connects itself.
+_PASSED = frozenset({
+    "host", "port", "user", "password", "dbname", "passfile", "service", "servicefile",
+    "sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslpassword",
+    "ssl_min_protocol_version", "ssl_max_protocol_version", "sslnegotiation",
+    "krbsrvname", "gsslib",
+})
 
 
 def connect_kwargs(dsn: str, *, application_name: str = "hacontrol") -> dict[str, Any]:
-    """asyncpg.connect keyword arguments for a libpq key/value string or URI."""
-    params = conninfo_to_dict(dsn)
-    service = params.pop("service", None)
-    if service:
-        # Explicit parameters win over the service file's, as in libpq.
-        params = {**service_params(str(service)), **params}
-    kwargs: dict[str, Any] = {}
-    settings = {"application_name": str(params.pop("application_name", application_name))}
-    for key, value in params.items():
-        if value is None:
-            continue
-        text = str(value)
-        if key in _DIRECT:
-            if key == "port":
-                kwargs["port"] = int(text.split(",")[0])
-            elif key in ("host", "hostaddr"):
-                kwargs["host"] = text.split(",")[0]
-            else:
-                kwargs[_DIRECT[key]] = text
-        elif key == "sslmode":
-            kwargs["ssl"] = text
-        elif key == "options":
-            settings.update(_parse_options(text))
-    kwargs["server_settings"] = settings
-    return kwargs
+    """asyncpg.connect keyword arguments for a libpq key/value string or URI.
 
-
-class ServiceNotFound(ValueError):
-    """A DSN names a libpq service that no service file defines."""
-
-
-def _service_files() -> list[Path]:
-    files = []
-    if os.environ.get("PGSERVICEFILE"):
-        files.append(Path(os.environ["PGSERVICEFILE"]))
-    else:
-        files.append(Path.home() / ".pg_service.conf")
-    sysconf = os.environ.get("PGSYSCONFDIR", "/etc/postgresql-common")
-    files.append(Path(sysconf) / "pg_service.conf")
-    return files
-
-
-def service_params(name: str) -> dict[str, str]:
-    """The parameters of libpq service ``name`` (PGSERVICEFILE or ~/.pg_service.conf,
-    then PGSYSCONFDIR/pg_service.conf), since asyncpg does not read service files."""
-    for path in _service_files():
-        parser = configparser.ConfigParser(interpolation=None, strict=False)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
-        try:
-            parser.read_string(path.read_text())
-        except (OSError, configparser.Error):
-            continue
-        if parser.has_section(name):
-            return {k.strip(): v.strip() for k, v in parser.items(name)}
-    searched = ", ".join(str(p) for p in _service_files())
-    raise ServiceNotFound(f"libpq service {name!r} is not defined (searched {searched})")
+    The parameters travel as a URI query string, which asyncpg parses like libpq
+    (passfile, service file, TLS files, PG* environment variables as fallbacks).
+    """
+    params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    settings = {"application_name": params.pop("application_name", application_name)}
+    settings.update(_parse_options(params.pop("options", "")))
+    if "hostaddr" in params:
+        params["host"] = params.pop("hostaddr")
+    for key in ("host", "port"):
+        if key in params:
+            params[key] = params[key].split(",")[0]
+    query = urlencode({k: v for k, v in params.items() if k in _PASSED})
+    uri = f"postgresql://?{query}" if query else "postgresql://"
+    return {"dsn": uri, "server_settings": settings}
 
 
 def _parse_options(options: str) -> dict[str, str]:
