@@ -6,6 +6,7 @@ these functions do it and report what happened.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -35,37 +36,73 @@ def _error(exc: BaseException) -> str:
 async def promote(spec: NodeSpec, *, connect_timeout: float, wait_s: float) -> StepResult:
     """Promote ``spec``'s node, guarded: re-read its role first, never promote twice.
 
-    Verifies afterwards that the node accepts writes, and reports its new timeline.
-    Never retried by the caller: pg_promote is not idempotent across a crash.
+    Sends ``pg_promote(wait => false)`` and then watches ``pg_is_in_recovery()``
+    closely (``pg_promote(wait => true)`` checks only every 100 ms, which a
+    switchover's write-unavailability window would pay in full). Verifies
+    afterwards that the node is out of recovery on a timeline above the one it
+    replayed. Never retried by the caller: pg_promote is not idempotent across a
+    crash. A detail starting with "cannot connect" or "not attempted" means the
+    promote request was certainly not sent; any other failure leaves the outcome
+    uncertain.
     """
     started = time.monotonic()
     try:
         conn = await connect(spec.dsn, connect_timeout, statement_timeout=wait_s + connect_timeout)
     except Exception as exc:
         return StepResult(False, f"cannot connect: {_error(exc)}", time.monotonic() - started)
+    sent = False
     try:
-        in_recovery = await conn.fetchval("SELECT pg_is_in_recovery()")
-        if not in_recovery:
-            return StepResult(True, "already a primary", time.monotonic() - started, noop=True)
-        promoted = await conn.fetchval(
-            "SELECT pg_promote(true, $1::int)", max(1, round(wait_s))
+        before = await conn.fetchrow(
+            "SELECT pg_is_in_recovery() AS r, (pg_control_checkpoint()).timeline_id AS tli"
         )
-        if not promoted:
-            return StepResult(
-                False, f"pg_promote did not finish within {wait_s:g} s", time.monotonic() - started
-            )
+        if not before["r"]:
+            return StepResult(True, "already a primary", time.monotonic() - started, noop=True)
+        sent = True
+        if not await conn.fetchval("SELECT pg_promote(false)"):
+            # The server could not signal its postmaster (it removes its promote
+            # file again); still reported as uncertain, as is every failure once
+            # the request was sent.
+            return StepResult(False, "pg_promote could not signal the postmaster",
+                              time.monotonic() - started)
+        if not await _left_recovery(conn, started + wait_s):
+            return StepResult(False, f"still in recovery {wait_s:g} s after pg_promote",
+                              time.monotonic() - started)
         row = await conn.fetchrow(
-            "SELECT pg_is_in_recovery() AS r, current_setting('transaction_read_only') AS ro,"
+            "SELECT current_setting('default_transaction_read_only') AS ro,"
             " ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli"
         )
-        if row["r"]:
-            elapsed = time.monotonic() - started
-            return StepResult(False, "still in recovery after pg_promote", elapsed)
-        return StepResult(True, f"promoted; timeline {row['tli']}", time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        if before["tli"] is not None and row["tli"] <= before["tli"]:
+            return StepResult(False, f"out of recovery but on timeline {row['tli']}, not above "
+                              f"{before['tli']}", elapsed)
+        note = "; default_transaction_read_only is on" if row["ro"] == "on" else ""
+        return StepResult(True, f"promoted; timeline {row['tli']}{note}", elapsed)
     except Exception as exc:
-        return StepResult(False, _error(exc), time.monotonic() - started)
+        # Before pg_promote was sent nothing can have happened.
+        prefix = "" if sent else "not attempted: cannot read its role: "
+        return StepResult(False, prefix + _error(exc), time.monotonic() - started)
     finally:
         conn.terminate()
+
+
+# How often the end of recovery is checked after pg_promote: closely at first
+# (a promote takes milliseconds), then gently if it drags on.
+PROMOTE_POLL_S = 0.005
+PROMOTE_SLOW_POLL_S = 0.05
+PROMOTE_FAST_FOR_S = 1.0
+
+
+async def _left_recovery(conn: asyncpg.Connection, deadline: float) -> bool:
+    """True once the node is out of recovery; False at ``deadline``."""
+    fast_until = time.monotonic() + PROMOTE_FAST_FOR_S
+    while True:
+        if not await conn.fetchval("SELECT pg_is_in_recovery()"):
+            return True
+        now = time.monotonic()
+        if now >= deadline:
+            return False
+        pause = PROMOTE_POLL_S if now < fast_until else PROMOTE_SLOW_POLL_S
+        await asyncio.sleep(min(pause, max(0.0, deadline - now)))
 
 
 def standby_conninfo(primary: NodeSpec, replica_name: str) -> str:

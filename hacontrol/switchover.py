@@ -90,6 +90,13 @@ class _Procedure:
         self.driver = ctx.driver(self.old.name)
         self.stopped = False
         self.fenced_at: float | None = None
+        # Seconds from the start of the fence to the end of each step: where the
+        # write-unavailability window goes (journaled with the promote).
+        self.marks: dict[str, float] = {}
+
+    def mark(self, step: str) -> None:
+        if self.fenced_at is not None:
+            self.marks[step] = round(time.monotonic() - self.fenced_at, 4)
 
     def record(self, kind: str, **fields: Any) -> None:
         self.ctx.record(kind, {"old_primary": self.old.name, "target": self.target.name,
@@ -111,6 +118,7 @@ class _Procedure:
         self.fenced_at = time.monotonic()
         deadline = self.fenced_at + ctx.catchup_timeout
         fenced = await act.fence(self.old, connect_timeout=ctx.connect_timeout)
+        self.mark("fenced")
         self.record("switchover_step", step="fence", ok=fenced.ok, detail=fenced.detail)
         if not fenced.ok:
             if fenced.detail.startswith("cannot connect"):
@@ -124,10 +132,11 @@ class _Procedure:
         promoted = await act.promote(self.target, connect_timeout=ctx.connect_timeout,
                                      wait_s=ctx.promote_timeout)
         window = time.monotonic() - self.fenced_at
+        self.mark("promoted")
         self.record("switchover_step", step="promote", ok=promoted.ok, detail=promoted.detail,
-                    window_s=round(window, 3))
+                    window_s=round(window, 3), marks=dict(self.marks))
         if not promoted.ok:
-            if promoted.detail.startswith("cannot connect"):
+            if promoted.detail.startswith(("cannot connect", "not attempted")):
                 return await self.roll_back(f"cannot reach {self.target.name} to promote it: "
                                             f"{promoted.detail}")
             return self.outcome(
@@ -196,17 +205,22 @@ class _Procedure:
         """Everything the old primary acknowledged is replayed on the target; returns
         the position waited for. Raises _RollBack."""
         lsn = await self.settle()
+        self.mark("settled")
         await self.wait_replayed(lsn, deadline, "the fenced primary's WAL")
+        self.mark("caught_up")
         if self.ctx.stop_old_primary and self.driver.can(Step.STOP, Step.START, Step.STATUS):
             stop = await self.driver.stop("fast")
+            self.mark("stopped")
             self.record("switchover_step", **stop.fields())
             if not stop.ok:
                 raise _RollBack(f"clean stop of {self.old.name} failed: {stop.detail}")
             self.stopped = True
             checkpoint = await self.driver.final_lsn()
+            self.mark("checkpoint_read")
             if checkpoint is not None:
                 # Replayed past the start of the shutdown checkpoint record = replayed it.
                 await self.wait_replayed(checkpoint + 1, deadline, "the shutdown checkpoint")
+                self.mark("checkpoint_replayed")
                 return checkpoint
             return lsn
         # No clean stop: the position must stay put once the target has it.

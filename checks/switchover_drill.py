@@ -1,0 +1,248 @@
+"""Switchover drill: how long writes pause during a planned switchover, and what is lost.
+
+Per trial: a fresh 3-node LocalCluster with local node drivers, a writer
+inserting an id every ~5 ms through the multi-host DSN
+(target_session_attrs=read-write) and recording every acknowledged id, then a
+planned switchover pg1 -> pg2. Printed per trial:
+
+* gap_s     the longest time between two acknowledged writes around the
+            switchover (what users feel)
+* window_s  the procedure's write-unavailability window (fence -> promoted)
+* lost      acknowledged ids missing on the new primary afterwards (must be 0)
+* overlap   stretches in which both nodes acknowledged writes (must be 0)
+* reconn_s  promote returned -> first write acknowledged by the new primary
+            (negative: a client got in before the procedure saw the promote finish)
+
+and where the window goes, step by step (fence, settle: sessions from before the
+fence gone, catch-up: the target replayed the fenced WAL, stop: clean shutdown
+of the old primary, ctl: its shutdown checkpoint read, replay: the target
+replayed it, promote); then min / median / max. Exit 1 if a trial failed, lost
+a write or had two writable primaries.
+
+    python checks/switchover_drill.py --trials 5
+
+The switchover is driven through a :class:`Switcher`: today the procedure
+(:func:`hacontrol.switchover.run_switchover`) in this process; a switcher that
+asks a running controller through its API only has to return the same
+:class:`SwitchResult` (the window and steps come from the journaled
+``switchover_step`` record of the promote).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hacontrol.actions import OutcomeStatus, Switchover
+from hacontrol.drivers.local import LocalDriver
+from hacontrol.switchover import SwitchoverContext, run_switchover
+from hacontrol.testing import LocalCluster
+from hacontrol.testing.workload import (
+    Ack,
+    Writer,
+    brain_windows,
+    create_table,
+    lost_writes,
+    read_ids,
+)
+
+# The procedure's step marks, in order; a phase is the time from the previous mark.
+PHASES = (
+    ("fence", "fenced"),
+    ("settle", "settled"),
+    ("catchup", "caught_up"),
+    ("stop", "stopped"),
+    ("ctl", "checkpoint_read"),
+    ("replay", "checkpoint_replayed"),
+    ("promote", "promoted"),
+)
+
+
+@dataclass
+class SwitchResult:
+    """What a switcher reports: the outcome, the window, and when each step ended."""
+
+    ok: bool
+    detail: str
+    window_s: float | None = None
+    # Seconds from the start of the fence to the end of each step (the procedure's marks).
+    marks: dict[str, float] = field(default_factory=dict)
+    # Drill-clock (monotonic) time at which the promote was seen to return.
+    promoted_at: float | None = None
+
+
+class Switcher(Protocol):
+    """Carries out a switchover ``old`` -> ``new`` on ``cluster``."""
+
+    name: str
+
+    def __call__(self, cluster: LocalCluster, old: str, new: str) -> SwitchResult: ...
+
+
+def local_driver(cluster: LocalCluster, name: str) -> LocalDriver:
+    """The local driver of one LocalCluster node."""
+    node = cluster.node(name)
+    return LocalDriver(name, node.data_dir, bindir=node.bindir, os_user=node.owner.name,
+                       log_file=node.log_path, timeout=30)
+
+
+class ProcedureSwitcher:
+    """Runs the switchover procedure in this process, as the controller will."""
+
+    name = "procedure"
+
+    def __call__(self, cluster: LocalCluster, old: str, new: str) -> SwitchResult:
+        records: list[tuple[float, str, dict[str, Any]]] = []
+
+        def record(kind: str, fields: dict[str, Any]) -> None:
+            records.append((time.monotonic(), kind, fields))
+
+        ctx = SwitchoverContext(
+            specs={s.name: s for s in cluster.node_specs()},
+            drivers={n.name: local_driver(cluster, n.name) for n in cluster.nodes},
+            record=record,
+            catchup_timeout=5.0,
+            rejoin_timeout=15.0,
+        )
+        outcome = asyncio.run(run_switchover(ctx, Switchover(old, new, "switchover drill")))
+        result = SwitchResult(outcome.status is OutcomeStatus.SUCCEEDED
+                              and outcome.rejoined == frozenset({old}), outcome.detail)
+        for at, kind, fields in records:
+            if kind == "switchover_step" and fields.get("step") == "promote":
+                result.window_s = fields.get("window_s")
+                result.marks = dict(fields.get("marks") or {})
+                result.promoted_at = at
+        return result
+
+
+SWITCHERS: dict[str, type[ProcedureSwitcher]] = {"procedure": ProcedureSwitcher}
+
+
+@dataclass
+class Trial:
+    ok: bool
+    detail: str
+    gap_s: float | None
+    window_s: float | None
+    lost: int
+    overlap: int
+    acked: int
+    reconnect_s: float | None
+    phases: dict[str, float]
+
+
+def longest_gap(acks: Sequence[Ack], start: float, end: float) -> float | None:
+    """The longest time between two acknowledged writes around [start, end]:
+    the last one before, every one during, the first one after."""
+    times = sorted(a.at for a in acks)
+    before = [t for t in times if t <= start][-1:]
+    during = [t for t in times if start < t <= end]
+    after = [t for t in times if t > end][:1]
+    span = before + during + after
+    return max((b - a for a, b in itertools.pairwise(span)), default=None)
+
+
+def phases(marks: dict[str, float]) -> dict[str, float]:
+    """Each step's share of the window, from the procedure's cumulative marks."""
+    out: dict[str, float] = {}
+    previous = 0.0
+    for phase, mark in PHASES:
+        if mark in marks:
+            out[phase] = marks[mark] - previous
+            previous = marks[mark]
+    return out
+
+
+def wait_acks(writer: Writer, port: int, count: int, timeout: float = 15.0) -> bool:
+    since = time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() < deadline:
+        if sum(1 for a in writer.acks_since(since) if a.port == port) >= count:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def run_trial(switcher: Switcher, interval: float, old: str = "pg1", new: str = "pg2") -> Trial:
+    with LocalCluster(nodes=3) as cluster:
+        dsn = cluster.multi_host_dsn()
+        create_table(dsn)
+        old_port, new_port = cluster.node(old).port, cluster.node(new).port
+        writer = Writer(dsn, interval=interval, statement_timeout=1.0, max_duration=120)
+        writer.start()
+        try:
+            if not wait_acks(writer, old_port, 50):
+                raise RuntimeError(f"writer does not write: {writer.stats.last_error}")
+            started = time.monotonic()
+            result = switcher(cluster, old, new)
+            ended = time.monotonic()
+            if result.ok:
+                wait_acks(writer, new_port, 50)
+        finally:
+            stats = writer.stop()
+        acks = list(stats.acks)
+        lost = len(lost_writes(acks, read_ids(cluster.dsn(new)))) if result.ok else -1
+        reconnect = None
+        if result.promoted_at is not None:
+            first = min((a.at for a in acks if a.port == new_port), default=None)
+            reconnect = None if first is None else first - result.promoted_at
+        return Trial(result.ok, result.detail, longest_gap(acks, started, ended),
+                     result.window_s, lost, len(brain_windows(acks)), len(acks), reconnect,
+                     phases(result.marks))
+
+
+def _fmt(value: float | None, width: int = 7) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.3f}"
+
+
+def _spread(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    return f"{min(values):.3f} / {statistics.median(values):.3f} / {max(values):.3f} s"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--interval", type=float, default=0.005,
+                        help="seconds between the writer's inserts (default 0.005)")
+    parser.add_argument("--via", choices=sorted(SWITCHERS), default="procedure",
+                        help="how the switchover is driven")
+    args = parser.parse_args(argv)
+    switcher = SWITCHERS[args.via]()
+    names = [p for p, _ in PHASES]
+    print(f"switchover drill: pg1 -> pg2 via {switcher.name}, writer every "
+          f"{args.interval * 1000:g} ms, trials={args.trials}")
+    print(f"{'trial':>5} {'gap_s':>7} {'window_s':>8} {'lost':>5} {'overlap':>7} {'acked':>6} "
+          f"{'reconn_s':>8} | " + " ".join(f"{n:>7}" for n in names))
+    results: list[Trial] = []
+    for i in range(1, args.trials + 1):
+        trial = run_trial(switcher, args.interval)
+        results.append(trial)
+        print(f"{i:>5} {_fmt(trial.gap_s)} {_fmt(trial.window_s, 8)} {trial.lost:>5} "
+              f"{trial.overlap:>7} {trial.acked:>6} {_fmt(trial.reconnect_s, 8)} | "
+              + " ".join(_fmt(trial.phases.get(n)) for n in names), flush=True)
+        if not trial.ok:
+            print(f"      failed: {trial.detail}", flush=True)
+    gaps = [t.gap_s for t in results if t.gap_s is not None]
+    windows = [t.window_s for t in results if t.window_s is not None]
+    print(f"longest write gap min/median/max: {_spread(gaps)}")
+    print(f"window (fence -> promoted) min/median/max: {_spread(windows)}")
+    medians = {n: statistics.median(v) for n in names
+               if (v := [t.phases[n] for t in results if n in t.phases])}
+    print("median per step: " + ", ".join(f"{n} {v * 1000:.0f} ms" for n, v in medians.items()))
+    print(f"lost acknowledged writes: {sum(max(t.lost, 0) for t in results)}; "
+          f"two-writer overlaps: {sum(t.overlap for t in results)}")
+    bad = [t for t in results if not t.ok or t.lost != 0 or t.overlap]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
