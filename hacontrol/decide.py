@@ -72,6 +72,7 @@ from hacontrol.syncrep import (
     parse_standby_names,
     post_failover_standbys,
     quorum_mode,
+    requested,
     same_set,
     track_in_force,
 )
@@ -1156,6 +1157,7 @@ class _Round:
         if self.act(ConfigureSync(primary, target.value, f"{target.reason} (was {now})")):
             self.sync_requested = target.value
             self.sync_requested_at = self.at
+            self.sync_pending = requested(self.sync_pending, wanted)
 
     def current_state(self) -> ControllerState:
         return ControllerState(
@@ -1717,6 +1719,8 @@ def apply_outcome(
         return _switchover_outcome(state, outcome, at, settings or DecisionSettings())
     if outcome.status is OutcomeStatus.SUCCEEDED:
         return Decision(state)
+    if isinstance(action, ConfigureSync):
+        state = _sync_not_applied(state, action, detail)
     kind = {
         Repoint: "repoint_failed",
         Fence: "fence_failed",
@@ -1728,6 +1732,25 @@ def apply_outcome(
         kind, action.node, f"{kind.replace('_', ' ')} on {action.node}: {detail}", details, severity
     )
     return Decision(state, (), (event,))
+
+
+def _sync_not_applied(
+    state: ControllerState, action: ConfigureSync, detail: str
+) -> ControllerState:
+    """A ConfigureSync that failed is asked again after the retry delay. Only when it
+    certainly changed nothing (no connection) is its set no longer consulted."""
+    if not detail.startswith(("cannot connect", "not attempted")):
+        return state
+    wanted = parse_standby_names(action.value, action.node, state.nodes)
+    pending = state.sync_pending
+    if (
+        wanted is not None
+        and pending
+        and pending[0].until_lsn is None
+        and same_set(pending[0], wanted)
+    ):
+        pending = pending[1:]
+    return replace(state, sync_pending=pending, sync_requested=None, sync_requested_at=None)
 
 
 def _switchover_outcome(

@@ -36,6 +36,7 @@ __all__ = [
     "parse_standby_names",
     "post_failover_standbys",
     "quorum_mode",
+    "requested",
     "same_set",
     "track_in_force",
 ]
@@ -342,17 +343,46 @@ def track_in_force(
 ) -> tuple[SyncQuorum, tuple[SyncQuorum, ...]]:
     """Fold the set the primary was just seen using into (in force, pending).
 
-    A changed set pushes the previous one onto ``pending`` with ``until_lsn`` = the
-    primary's LSN now; pending sets the new one covers are dropped.
+    ``pending`` holds, newest first, sets a failover must still consult: superseded
+    sets (``until_lsn`` set) and sets requested but not yet seen in force
+    (``until_lsn`` None, see :func:`requested`). A changed set pushes the previous
+    one with ``until_lsn`` = the primary's LSN now. A requested set seen in force
+    leaves ``pending``, and requests older than it are superseded at this LSN (the
+    settings are written in order, so they cannot come back). Superseded sets the
+    set in force covers are dropped.
     """
+    lsn = primary_obs.current_lsn
+    out: list[SyncQuorum] = []
     if in_force is not None and not same_set(in_force, seen):
-        superseded = SyncQuorum(
-            in_force.members, in_force.k, in_force.method, primary_obs.current_lsn
-        )
-        pending = (superseded, *pending)
+        out.append(_superseded(in_force, lsn))
+    match = next(
+        (i for i, p in enumerate(pending) if p.until_lsn is None and same_set(p, seen)), None
+    )
+    for i, p in enumerate(pending):
+        if match is not None and i == match:
+            continue
+        if match is not None and i > match and p.until_lsn is None:
+            out.append(_superseded(p, lsn))
+        else:
+            out.append(p)
     current = SyncQuorum(seen.members, seen.k, seen.method)
-    kept = tuple(p for p in pending if not covered(p, current, primary_obs.replication))
+    kept = tuple(p for p in out if not covered(p, current, primary_obs.replication))
     return current, kept
+
+
+def requested(pending: tuple[SyncQuorum, ...], wanted: SyncQuorum) -> tuple[SyncQuorum, ...]:
+    """``pending`` after asking the primary to use ``wanted``: until it is seen in force
+    it may already be, so a failover consults it too."""
+    entry = SyncQuorum(wanted.members, wanted.k, wanted.method)
+    if pending and pending[0].until_lsn is None and same_set(pending[0], entry):
+        return pending
+    return (entry, *pending)
+
+
+def _superseded(quorum: SyncQuorum, lsn: int | None) -> SyncQuorum:
+    # A primary's probe always carries its LSN; were it missing, the entry would stay
+    # unresolved (consulted, never covered) until a later observation supersedes it.
+    return SyncQuorum(quorum.members, quorum.k, quorum.method, lsn)
 
 
 # --------------------------------------------------------------------------- failover
