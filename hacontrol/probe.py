@@ -59,6 +59,8 @@ SELECT
 # A transactional logical message: it commits, so replicas' last replayed
 # commit time and their last-message time stay fresh on an idle primary.
 HEARTBEAT_SQL = "SELECT pg_logical_emit_message(true, 'hacontrol', 'heartbeat')"
+# Set once per probe connection (see NodeProber._query).
+SESSION_SQL = "SET synchronous_commit = local"
 
 
 def _short_error(exc: BaseException) -> str:
@@ -167,7 +169,15 @@ class NodeProber:
 
     async def _query(self) -> Any:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await connect(self.spec.dsn, self.timeout)
+            conn = await connect(self.spec.dsn, self.timeout)
+            try:
+                # The heartbeat commits: with synchronous replication it would wait for
+                # the replicas, and a primary whose replicas are all gone would look hung.
+                await conn.execute(SESSION_SQL)
+            except BaseException:
+                conn.terminate()
+                raise
+            self._conn = conn
         return await self._conn.fetchrow(PROBE_SQL)
 
     async def _heartbeat(self) -> None:
