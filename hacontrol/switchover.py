@@ -252,7 +252,7 @@ class _Procedure:
                 )
                 if not left or time.monotonic() >= limit:
                     break
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(self.ctx.poll_interval)
             text = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
         except Exception as exc:
             raise _RollBack(f"cannot read {self.old.name}'s WAL position: {_error(exc)}") from None
