@@ -13,7 +13,7 @@
    driver: re-read the LSN until it stays put (a rogue session that switched
    itself back to read-write could still write; libpq read-write clients skip
    a fenced node).
-5. Promote the target — the window ends when pg_promote returns.
+5. Promote the target — the window ends when it is seen out of recovery.
 6. Repoint the other replicas to the target.
 7. Rejoin the old primary as a replica (restart with standby configuration, no
    rewind needed after a clean shutdown; pg_rewind as a fallback). Without a
