@@ -8,8 +8,12 @@ Printed per trial: RTO (fault -> first acknowledged insert on the new primary),
 when the controller declared the failure (failure_confirmed) and when pg_promote
 returned (promote_succeeded), both from the journal, and the acknowledged ids
 missing afterwards; then min / median / max. Exit 1 if a trial did not fail over.
+With --sync quorum the cluster starts synchronous (LocalCluster(sync=True)) and the
+controller runs with [replication] synchronous = "quorum", quorum = 1: lost writes
+must then be 0 (exit 1 otherwise).
 
     python checks/failover_drill.py --trials 5 [--fault kill|stop] [--profile default|fast]
+        [--sync off|quorum]
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ PROFILES: dict[str, str] = {
     "default": "",
     "fast": "[timing]\nprobe_interval = 0.1\nprobe_timeout = 0.5\ndetection_window = 0.2\n"
     "failure_threshold = 3\n",
+}
+
+
+# [replication] for --sync (docs/synchronous.md).
+SYNC_MODES: dict[str, str] = {
+    "off": "",
+    "quorum": '[replication]\nsynchronous = "quorum"\nquorum = 1\n',
 }
 
 
@@ -78,12 +89,15 @@ def _wait_journal(path: Path, kind: str, timeout: float) -> bool:
     return False
 
 
-def run_trial(fault: str, profile: str, workdir: Path) -> Trial:
-    with LocalCluster(nodes=3) as cluster:
+def run_trial(fault: str, profile: str, workdir: Path, sync: str = "off") -> Trial:
+    with LocalCluster(nodes=3, sync=sync == "quorum") as cluster:
         config = workdir / "hacontrol.toml"
         journal = workdir / "journal.jsonl"
         journal.unlink(missing_ok=True)
-        config.write_text(f'journal = "{journal}"\n' + cluster.config_toml() + PROFILES[profile])
+        config.write_text(
+            f'journal = "{journal}"\n' + cluster.config_toml() + PROFILES[profile]
+            + SYNC_MODES[sync]
+        )
         log = (workdir / "controller.log").open("w")
         proc = subprocess.Popen(
             [sys.executable, "-m", "hacontrol", "run", "--config", str(config), "--json-logs"],
@@ -143,15 +157,17 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--fault", choices=["kill", "stop"], default="kill")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
+    parser.add_argument("--sync", choices=sorted(SYNC_MODES), default="off")
     args = parser.parse_args()
     results: list[Trial] = []
-    print(f"failover drill: fault={args.fault} profile={args.profile} trials={args.trials}")
+    print(f"failover drill: fault={args.fault} profile={args.profile} sync={args.sync} "
+          f"trials={args.trials}")
     print(f"{'trial':>5} {'rto_s':>7} {'declared_s':>10} {'promoted_s':>10} {'lost':>5} "
           f"{'acked':>6} new_primary")
     with tempfile.TemporaryDirectory(prefix="hacontrol-drill-") as tmp:
         os.chmod(tmp, 0o755)
         for i in range(1, args.trials + 1):
-            trial = run_trial(args.fault, args.profile, Path(tmp))
+            trial = run_trial(args.fault, args.profile, Path(tmp), args.sync)
             results.append(trial)
             print(f"{i:>5} {_fmt(trial.rto_s):>7} {_fmt(trial.declared_s):>10} "
                   f"{_fmt(trial.promoted_s):>10} {trial.lost:>5} {trial.acked:>6} "
@@ -161,9 +177,15 @@ def main() -> int:
         print(f"RTO min/median/max: {min(rtos):.3f} / {statistics.median(rtos):.3f} / "
               f"{max(rtos):.3f} s over {len(rtos)} trials; "
               f"lost acknowledged writes: {sum(max(t.lost, 0) for t in results)}")
-        print("lost writes: asynchronous replication loses what the primary acknowledged but "
-              "no replica had received when it died; this drill reports them, never hides them")
+        if args.sync == "off":
+            print("lost writes: asynchronous replication loses what the primary acknowledged "
+                  "but no replica had received when it died; this drill reports them, never "
+                  "hides them")
+        else:
+            print("lost writes: quorum mode promises none; any would fail this drill")
     failed = [t for t in results if t.rto_s is None or t.new_primary is None]
+    if args.sync == "quorum":
+        failed += [t for t in results if t.lost != 0]
     return 1 if failed else 0
 
 
