@@ -78,6 +78,8 @@ def test_replica_with_most_wal_is_chosen(cluster: LocalCluster, tmp_path: Path) 
         wait_until(lambda: ct.ctl.state.primary == "pg3", 20, "pg3 to become primary")
         # pg2 had no upstream at all: the controller points it at the new primary.
         cluster.wait_streaming("pg2", timeout=20, upstream="pg3")
+        # Streaming is not replayed: wait until pg2 has everything pg3 has.
+        cluster.wait_replayed(cluster.current_lsn("pg3"), nodes=["pg2"], timeout=20)
         records = ct.journal()
     assert promotions(records) == ["pg3"]
     started = kinds(records, "failover_started")[0]
