@@ -32,9 +32,10 @@ from hacontrol.testing.faults import FAULTS, MODES, Timings, Trial, TrialResult,
 from hacontrol.testing.netns import unavailable_reason
 
 # The CI subset: every fault once in async mode (netem shortened), and the
-# faults where synchronous replication changes the outcome once in sync mode.
+# faults where synchronous replication changes the outcome in sync and quorum mode.
 CI_PLAN: list[tuple[str, str]] = [(f, "async") for f in FAULTS] + [
     ("kill", "sync"), ("hang-long", "sync"), ("partition-primary", "sync"),
+    ("kill", "quorum"), ("partition-primary", "quorum"),
 ]
 CI_NETEM_S = 20.0
 
@@ -158,7 +159,7 @@ def main() -> int:
     print(f"$ {command.strip()}")
     print(table([summarise(rs) for rs in results.values()]))
     print(f"\n{len(everything)} trials in {elapsed / 60:.1f} min. RTO: fault -> first write "
-          "acknowledged by the new primary (failover faults) or end of the client's longest "
+          "acknowledged by the new primary (failover faults) or end of the client's first "
           "write stall >= 0.5 s (others; 0 = never stalled). Lost writes: acknowledged ids "
           "missing on the final primary, by writer. Windows: two nodes acknowledging writes at "
           "once; in parentheses those after the old primary was fenced.")

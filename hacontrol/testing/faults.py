@@ -74,11 +74,12 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
 
 @dataclass(frozen=True, slots=True)
 class Mode:
-    """Replication mode: server-side synchronous replication and controller keys."""
+    """Replication mode: server-side synchronous replication and the controller's
+    configuration tables for it (``{"replication": {...}}``)."""
 
     name: str
     server_sync: bool
-    controller: dict[str, Any] = field(default_factory=dict)
+    controller: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 MODES: dict[str, Mode] = {m.name: m for m in (
@@ -86,9 +87,9 @@ MODES: dict[str, Mode] = {m.name: m for m in (
     # synchronous_standby_names = 'ANY 1 (pg1, pg2, pg3)' on every node, set by
     # the harness; the controller does not know about it.
     Mode("sync", True),
-    # The controller manages synchronous_standby_names (not built yet: see
-    # mode_unavailable()).
-    Mode("quorum", False, {"synchronous": "quorum"}),
+    # The controller manages synchronous_standby_names = 'ANY 1 (...)' and fails
+    # over only to a replica that holds every acknowledged commit.
+    Mode("quorum", False, {"replication": {"synchronous": "quorum", "quorum": 1}}),
 )}
 
 
@@ -294,10 +295,11 @@ class Trial:
 
     def _controller(self, cluster: LocalCluster) -> ControllerProcess:
         config = self.workdir / "hacontrol.toml"
-        head = [f'journal = "{self.journal_path}"']
-        head += [f"{k} = {_toml(v)}" for k, v in self.mode.controller.items()]
-        config.write_text("\n".join(head) + "\n" + cluster.config_toml()
-                          + "\n[api]\nenabled = false\n")
+        tables = {"api": {"enabled": False}, **self.mode.controller}
+        text = f"journal = {_toml(str(self.journal_path))}\n" + cluster.config_toml()
+        for table, keys in tables.items():
+            text += f"\n[{table}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in keys.items())
+        config.write_text(text)
         return ControllerProcess(config, self.workdir / "controller.log")
 
     def _inject(self, cluster: LocalCluster, ctl: ControllerProcess, fault_at: float) -> float:
