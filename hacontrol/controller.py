@@ -44,11 +44,13 @@ from hacontrol.redact import redact_text
 from hacontrol.resilience import (
     BreakerRegistry,
     Bulkhead,
+    BulkheadFullError,
     CircuitBreaker,
     CircuitOpenError,
     Policy,
     ResilienceError,
     Retry,
+    RetryError,
 )
 from hacontrol.state import ControllerState, initial_state
 
@@ -160,13 +162,22 @@ class Controller:
             return result
         except _StepFailed as failed:
             return failed.result
-        except ResilienceError as exc:
-            last = getattr(exc, "last_error", None)
+        except (CircuitOpenError, BulkheadFullError) as exc:
+            # Rejected before the step ran: certainly nothing happened.
+            return act.StepResult(False, f"not attempted: {exc}")
+        except RetryError as exc:
+            last = exc.last_error
             if isinstance(last, _StepFailed):
                 return last.result
-            return act.StepResult(False, f"not attempted: {exc}")
-        except TimeoutError:
-            return act.StepResult(False, "timed out")
+            if isinstance(last, CircuitOpenError | BulkheadFullError):
+                return act.StepResult(False, f"not attempted: {exc}")
+            return act.StepResult(False, f"timed out: {exc}")
+        except TimeoutError as exc:
+            # An attempt cut off mid-way (AttemptTimeoutError is one): it may have
+            # taken effect, e.g. pg_promote already sent. Never "not attempted".
+            return act.StepResult(False, f"timed out: {exc}")
+        except ResilienceError as exc:
+            return act.StepResult(False, f"failed: {exc}")
 
     def _recover_state(self) -> ControllerState:
         recovered = self.journal.recover()

@@ -1,0 +1,75 @@
+"""How the controller classifies a step cut off by its policy: a promote that timed
+out after it was sent may have landed, so it must never read as 'not attempted'."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from hacontrol import act
+from hacontrol.actions import OutcomeStatus, Promote
+from hacontrol.config import config_from_mapping
+from hacontrol.controller import Controller
+
+
+def _controller(tmp_path: Path) -> Controller:
+    config = config_from_mapping(
+        {
+            "journal": str(tmp_path / "j.jsonl"),
+            "timing": {"probe_timeout": 0.05, "promote_timeout": 0.1},
+            "nodes": [
+                {"name": "pg1", "dsn": "host=127.0.0.1 port=1"},
+                {"name": "pg2", "dsn": "host=127.0.0.1 port=2"},
+            ],
+        }
+    )
+    return Controller(config)
+
+
+async def test_promote_cut_off_by_the_policy_is_uncertain(tmp_path: Path) -> None:
+    controller = _controller(tmp_path)
+    sent = asyncio.Event()
+
+    async def hanging_promote(spec: object, **kw: object) -> act.StepResult:
+        sent.set()  # pg_promote went out; then the link stalls
+        await asyncio.sleep(30)
+        return act.StepResult(True, "never")
+
+    result = await controller._guarded("pg2", hanging_promote, None, promote=True)
+    assert sent.is_set()
+    assert not result.ok
+    assert result.detail.startswith("timed out")
+    assert not result.detail.startswith(("not attempted", "cannot connect"))
+
+
+async def test_promote_outcome_after_timeout_is_uncertain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller = _controller(tmp_path)
+
+    async def hanging_promote(spec: object, **kw: object) -> act.StepResult:
+        await asyncio.sleep(30)
+        return act.StepResult(True, "never")
+
+    monkeypatch.setattr(act, "promote", hanging_promote)
+    outcome = await controller._promote(Promote("pg2", "test", "pg1"), 0.05)
+    assert outcome.status is OutcomeStatus.UNCERTAIN
+
+
+async def test_step_rejected_by_a_full_bulkhead_is_not_attempted(tmp_path: Path) -> None:
+    controller = _controller(tmp_path)
+    release = asyncio.Event()
+
+    async def slow(spec: object, **kw: object) -> act.StepResult:
+        await release.wait()
+        return act.StepResult(True, "done")
+
+    # One slot per node plus a bounded queue: fill both, the next one is rejected.
+    running = [
+        asyncio.create_task(controller._guarded("pg2", slow, None)) for _ in range(9)
+    ]
+    await asyncio.sleep(0.01)
+    rejected = await controller._guarded("pg2", slow, None)
+    release.set()
+    await asyncio.gather(*running)
+    assert rejected.detail.startswith("not attempted")
