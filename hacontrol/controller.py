@@ -194,6 +194,16 @@ class Controller:
                 paused=recovered.paused,
                 maintenance=sorted(recovered.maintenance),
                 fenced=sorted(recovered.fenced),
+                unresolved_failover=recovered.unresolved_failover,
+            )
+        if recovered.unresolved_failover is not None:
+            # Its promote may still land: the cool-down (seeded above from when it
+            # started) keeps this controller from promoting a second node.
+            log.warning(
+                "unresolved_failover",
+                message="the previous controller stopped during a failover; no automatic"
+                " failover before the cool-down ends, unless the cluster shows its outcome",
+                **dict(recovered.unresolved_failover),
             )
         return initial_state(
             self.specs,

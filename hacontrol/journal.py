@@ -22,15 +22,20 @@ class RecoveredState:
     paused: bool = False
     maintenance: frozenset[str] = frozenset()
     fenced: frozenset[str] = frozenset()
-    # Wall-clock time of the last completed failover; used only to carry the
-    # cool-down across a restart.
+    # Wall-clock time of the last failover (started, completed or not); used only
+    # to carry the cool-down across a restart.
     last_failover_wall: float | None = None
+    # A failover that was started and never seen to complete, fail or be
+    # abandoned: its promote may still land. {"node": candidate, "old_primary": ...}
+    unresolved_failover: Mapping[str, Any] | None = None
     records: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 # Journal record kinds that change what a restart must remember.
 PRIMARY_KINDS = frozenset({"primary_adopted", "failover_completed", "switchover_completed"})
+# How a started failover ends.
+FAILOVER_ENDS = frozenset({"failover_completed", "failover_abandoned", "failover_failed"})
 
 
 class Journal:
@@ -88,16 +93,23 @@ class Journal:
         maintenance: set[str] = set()
         fenced: set[str] = set()
         last_failover: float | None = None
+        unresolved: dict[str, Any] | None = None
         count = 0
         for record in self.read():
             count += 1
             kind = record.get("kind")
             node = record.get("node")
+            if kind == "failover_started":
+                last_failover = float(record.get("ts", 0.0))
+                details = record.get("details") or {}
+                unresolved = {"node": node, "old_primary": details.get("old_primary")}
+            elif kind in FAILOVER_ENDS:
+                unresolved = None
             if kind in PRIMARY_KINDS and isinstance(node, str):
                 primary = node
                 fenced.discard(node)
                 if kind == "failover_completed":
-                    last_failover = float(record.get("ts", 0.0))
+                    last_failover = max(last_failover or 0.0, float(record.get("ts", 0.0)))
             elif kind == "node_fenced" and isinstance(node, str):
                 fenced.add(node)
             elif kind == "node_rejoined" and isinstance(node, str):
@@ -116,5 +128,6 @@ class Journal:
             maintenance=frozenset(maintenance),
             fenced=frozenset(fenced),
             last_failover_wall=last_failover,
+            unresolved_failover=unresolved,
             records=count,
         )

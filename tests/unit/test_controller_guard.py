@@ -73,3 +73,17 @@ async def test_step_rejected_by_a_full_bulkhead_is_not_attempted(tmp_path: Path)
     release.set()
     await asyncio.gather(*running)
     assert rejected.detail.startswith("not attempted")
+
+
+def test_restart_during_a_failover_keeps_the_cooldown(tmp_path: Path) -> None:
+    from hacontrol.journal import Journal
+
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.append("primary_adopted", node="pg1")
+    journal.append("failover_started", node="pg2", details={"old_primary": "pg1"})
+    controller = _controller(tmp_path)
+    assert controller.state.last_failover_at is not None
+    elapsed = controller._clock() - controller.state.last_failover_at
+    assert 0 <= elapsed < 5
+    recovered = [r for r in journal.read() if r["kind"] == "controller_recovered"]
+    assert recovered[-1]["unresolved_failover"] == {"node": "pg2", "old_primary": "pg1"}

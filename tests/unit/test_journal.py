@@ -53,3 +53,19 @@ def test_read_limit_and_kinds(tmp_path: Path) -> None:
     journal.append("other")
     assert [r["n"] for r in journal.read(limit=2, kinds=frozenset({"tick"}))] == [3, 4]
     assert Journal(tmp_path / "missing.jsonl").read() == []
+
+
+def test_failover_started_and_never_ended_is_unresolved_and_starts_the_cooldown(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.append("primary_adopted", node="pg1")
+    started = journal.append("failover_started", node="pg2", details={"old_primary": "pg1"})
+    state = journal.recover()
+    assert state.primary == "pg1"
+    assert state.unresolved_failover == {"node": "pg2", "old_primary": "pg1"}
+    assert state.last_failover_wall == started["ts"]
+    journal.append("failover_abandoned", node="pg2")
+    state = journal.recover()
+    assert state.unresolved_failover is None
+    assert state.last_failover_wall == started["ts"]  # the cool-down still counts
