@@ -370,6 +370,11 @@ def _kth_highest(values: list[int], k: int) -> int:
 
 
 @settings(max_examples=1000, deadline=None)
+@example(  # a request before any observation is not a sequence the controller produces
+    ops=[("write", 1), ("flush", "pg3", 1), ("request", ["pg2"], 1), ("reload",), ("observe",)],
+    initial=["pg3"],
+    reachable={"pg2"},
+)
 @example(  # the set shrinks to a member that has not flushed what the other acknowledged
     ops=[("write", 50), ("flush", "pg3", 50), ("observe",), ("request", ["pg2"], 1),
          ("reload",), ("observe",)],
@@ -408,6 +413,11 @@ def test_a_promotable_member_always_holds_every_acknowledged_commit(
             name = str(op[1])
             pos[name] = min(lsn, pos[name] + int(op[2]))  # type: ignore[call-overload]
         elif kind == "request":
+            if in_force is None:
+                # The controller decides on a set only in a round whose probe of the
+                # primary already recorded the set in force (track, then manage), so
+                # it never requests a change before it has seen what it replaces.
+                continue
             members = list(op[1])  # type: ignore[call-overload]
             wanted = q(min(int(op[2]), len(members)), *members)  # type: ignore[call-overload]
             pending = requested(pending, wanted)
