@@ -124,7 +124,20 @@ class ConfigureSync:
     reason: str
 
 
-Action = Promote | Repoint | Fence | RunHook | Switchover | ConfigureSync
+@dataclass(frozen=True, slots=True)
+class Rejoin:
+    """Bring the fenced ``node`` back as a streaming replica of ``primary`` with its
+    driver (stop, rewind, standby configuration, start, verify). The shell runs it in
+    the background and reports one outcome; SUCCEEDED lifts the fence."""
+
+    node: str
+    primary: str
+    reason: str
+    # Started by the controller itself after a failover (False: an operator asked).
+    automatic: bool = False
+
+
+Action = Promote | Repoint | Fence | RunHook | Switchover | ConfigureSync | Rejoin
 
 
 class Severity(StrEnum):
@@ -156,7 +169,7 @@ class Refusal:
     """Why an operator request was refused, as a value (no message parsing needed)."""
 
     # Machine-readable: unknown_node, in_flight, writable_primary, not_eligible,
-    # paused, no_primary, no_candidate, not_fenced_writable.
+    # paused, no_primary, no_candidate, not_fenced_writable, is_primary, rejoining.
     code: str
     # What is wrong and what would allow the request (shown to the operator).
     message: str
@@ -249,4 +262,21 @@ class NodeRejoined:
     node: str
 
 
-Request = Pause | Resume | SetMaintenance | ManualFailover | SwitchoverRequest | NodeRejoined
+@dataclass(frozen=True, slots=True)
+class RejoinRequest:
+    """Rejoin ``node`` as a replica of the primary: with a driver that can, the shell
+    runs the procedure (:class:`Rejoin`); without one, the operator did it by hand
+    and this reports it like :class:`NodeRejoined`."""
+
+    node: str
+
+
+Request = (
+    Pause
+    | Resume
+    | SetMaintenance
+    | ManualFailover
+    | SwitchoverRequest
+    | NodeRejoined
+    | RejoinRequest
+)

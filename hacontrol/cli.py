@@ -396,18 +396,10 @@ def maintenance(config_path: str, api_address: str | None, node: str, state: str
     _simple(config_path, api_address, "maintenance", {"node": node, "on": state == "on"})
 
 
-@main.command()
-@config_option
-@api_option
-@click.argument("node")
-def rejoin(config_path: str, api_address: str | None, node: str) -> None:
-    """Tell the controller NODE was rejoined as a replica (clears its fence)."""
-    _simple(config_path, api_address, "rejoin", {"node": node})
-
-
 def _wait_for_primary(client: ApiClient, old: str | None, target: str | None,
-                      timeout: float) -> int:
-    """Follow a failover/switchover in flight until it ends; the exit code."""
+                      timeout: float, since: float = 0.0) -> int:
+    """Follow a failover/switchover in flight until it ends; the exit code. ``since``:
+    wall-clock time of the request (older journal records do not explain a failure)."""
     started = time.monotonic()
     last_line = ""
     while time.monotonic() - started < timeout:
@@ -437,12 +429,28 @@ def _wait_for_primary(client: ApiClient, old: str | None, target: str | None,
                            f" {elapsed:.1f} s")
                 return EXIT_OK
             if flight is None and time.monotonic() - started > 1.0:
-                click.echo(f"failed: nothing in flight and the primary is {primary};"
-                           " see 'hacontrol history'", err=True)
+                why = _last_message(client, ("switchover_aborted", "switchover_abandoned",
+                                             "failover_failed", "failover_abandoned"), since)
+                click.echo(f"failed: nothing in flight and the primary is {primary}"
+                           + (f": {why}" if why else "; see 'hacontrol history'"), err=True)
                 return EXIT_FAILED
         time.sleep(0.2)
     click.echo(f"failed: not finished after {timeout:g} s; see 'hacontrol history'", err=True)
     return EXIT_FAILED
+
+
+def _last_message(client: ApiClient, kinds: tuple[str, ...], since: float) -> str:
+    """The message of the latest journal record of one of ``kinds`` written at or
+    after wall-clock ``since`` ('' if none)."""
+    try:
+        code, answer = client.get("/history?limit=50")
+    except Unreachable:
+        return ""
+    records = answer.get("events") if code == 200 and isinstance(answer, dict) else None
+    for record in reversed(records or []):
+        if record.get("kind") in kinds and float(record.get("ts") or 0) >= since:
+            return str(record.get("message") or "")
+    return ""
 
 
 def _change_primary(config: Config, api_address: str | None, kind: str, body: dict[str, Any],
@@ -450,18 +458,78 @@ def _change_primary(config: Config, api_address: str | None, kind: str, body: di
     client = ApiClient.for_config(config, api_address)
     before = _status_from_api(client)
     old = before.get("primary") if before else None
+    since = time.time()
     client, code, answer = _post(config, api_address, kind, body)
     result = _result(code, answer)
     if code != 202 or not wait:
         sys.exit(result)
     flight = answer.get("in_flight") or {}
-    sys.exit(_wait_for_primary(client, old, body.get("to") or flight.get("candidate"), timeout))
+    sys.exit(_wait_for_primary(client, old, body.get("to") or flight.get("candidate"), timeout,
+                               since))
 
 
 wait_option = click.option("--wait/--no-wait", default=True, show_default=True,
                            help="Follow the operation until the new primary is in place.")
 timeout_option = click.option("--timeout", default=90.0, show_default=True,
                               type=click.FloatRange(min=1), help="Seconds --wait waits at most.")
+
+
+def _rejoin_outcome(client: ApiClient, node: str) -> dict[str, Any] | None:
+    """The latest node_rejoined / rejoin_failed record of ``node``, if any."""
+    code, answer = client.get("/history?limit=200")
+    records = answer.get("events") if code == 200 and isinstance(answer, dict) else None
+    for record in reversed(records or []):
+        if record.get("node") == node and record.get("kind") in ("node_rejoined",
+                                                                 "rejoin_failed"):
+            return dict(record)
+    return None
+
+
+def _wait_for_rejoin(client: ApiClient, node: str, timeout: float) -> int:
+    """Follow a rejoin the controller runs in the background until it ends; the exit code."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            code, snap = client.get("/status")
+            if code == 200 and isinstance(snap, dict) and node not in (
+                snap.get("rejoining") or []
+            ):
+                outcome = _rejoin_outcome(client, node) or {}
+                elapsed = time.monotonic() - started
+                if outcome.get("kind") == "node_rejoined":
+                    click.echo(f"done: {outcome.get('message')} ({elapsed:.1f} s)")
+                    return EXIT_OK
+                message = outcome.get("message") or "see 'hacontrol history'"
+                click.echo(f"failed: {message}", err=True)
+                return EXIT_FAILED
+        except Unreachable as exc:
+            click.echo(f"error: {exc}", err=True)
+            return EXIT_UNREACHABLE
+        time.sleep(0.2)
+    click.echo(f"failed: the rejoin of {node} has not finished after {timeout:g} s; it goes on"
+               " in the controller: see 'hacontrol status' and 'hacontrol history'", err=True)
+    return EXIT_FAILED
+
+
+@main.command()
+@config_option
+@api_option
+@click.argument("node")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Follow the rejoin until it ends.")
+@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds --wait waits at most.")
+def rejoin(config_path: str, api_address: str | None, node: str, wait: bool,
+           timeout: float) -> None:
+    """Rejoin NODE as a replica of the primary. With a driver the controller runs the
+    procedure (stop, pg_rewind, standby configuration, start, verify); without one,
+    this reports that NODE was rejoined by hand and clears its fence."""
+    config = _load(config_path)
+    client, code, answer = _post(config, api_address, "rejoin", {"node": node})
+    result = _result(code, answer)
+    if code != 202 or not wait:
+        sys.exit(result)
+    sys.exit(_wait_for_rejoin(client, node, timeout))
 
 
 @main.command()

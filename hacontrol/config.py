@@ -45,6 +45,11 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 from pydantic_settings.sources.utils import parse_env_vars
 
+from hacontrol.drivers.config import (
+    CommandDriverConfig,
+    DriverConfig,
+    LocalDriverConfig,
+)
 from hacontrol.model import DecisionSettings, FailoverMode, NodeSpec
 from hacontrol.redact import dsn_password, redact_dsn, redact_text
 
@@ -116,6 +121,9 @@ class NodeConfig(Section):
     dsn: str
     priority: int = Field(default=100, ge=0)
     replication_dsn: str | None = None
+    # [nodes.driver]: how host-level steps (stop, start, rewind) run for this node;
+    # absent: none, the controller does only what SQL can (docs/drivers.md).
+    driver: DriverConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -167,6 +175,31 @@ class FailoverConfig(Section):
     max_lag_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     failback: bool = False
     failback_delay: float = Field(default=300.0, ge=0)
+    # A candidate whose promote (or switchover) failed is not tried again for this long.
+    candidate_backoff: float = Field(default=60.0, ge=0)
+
+
+class RejoinConfig(Section):
+    """``[rejoin]``: bringing a fenced old primary back as a replica (needs a driver)."""
+
+    # Rejoin a fenced old primary by itself after a failover (nodes with a driver only).
+    automatic: bool = True
+    # When pg_rewind fails, re-clone the node from the primary (the old data directory
+    # is kept, renamed).
+    allow_basebackup: bool = False
+    # How long a rejoined node may take to stream from the primary after it is started.
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class SwitchoverConfig(Section):
+    """``[switchover]``: the planned switchover procedure (and failback)."""
+
+    # From the fence until the target has replayed the old primary's last WAL; past
+    # it, the switchover rolls back.
+    catchup_timeout: float = Field(default=10.0, gt=0)
+    # A switchover running longer is reported (switchover_overdue); after twice this
+    # long without an outcome it is abandoned.
+    timeout: float = Field(default=60.0, gt=0)
 
 
 class PostgresConfig(Section):
@@ -324,6 +357,8 @@ class Config(BaseSettings):
     postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
+    rejoin: RejoinConfig = Field(default_factory=RejoinConfig)
+    switchover: SwitchoverConfig = Field(default_factory=SwitchoverConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
 
     @classmethod
@@ -379,6 +414,9 @@ class Config(BaseSettings):
             repoint_retry_s=t.repoint_retry,
             failback=f.failback,
             failback_delay_s=f.failback_delay,
+            candidate_backoff_s=f.candidate_backoff,
+            switchover_timeout_s=self.switchover.timeout,
+            rejoin_automatic=self.rejoin.automatic,
             synchronous=self.replication.synchronous,
             sync_quorum=self.replication.quorum,
             sync_strict=self.replication.strict,
@@ -389,6 +427,10 @@ class Config(BaseSettings):
         return tuple(
             NodeSpec(n.name, n.dsn, n.priority, n.replication_dsn) for n in self.nodes
         )
+
+    def node_drivers(self) -> dict[str, LocalDriverConfig | CommandDriverConfig | None]:
+        """Each node's ``[nodes.driver]`` table (None: no driver)."""
+        return {n.name: n.driver for n in self.nodes}
 
     def managed_settings_ms(self) -> dict[str, int]:
         """Server settings (in ms) to enforce on every node; empty when not managed."""
@@ -445,6 +487,17 @@ def _cross_field_problems(config: Config) -> list[tuple[tuple[str | int, ...], s
                 f"must be at most the number of nodes - 1 = {len(config.nodes) - 1} (a primary"
                 f" never waits for itself, so at most every replica can acknowledge)"
                 f" (got {rep.quorum})",
+            )
+        )
+    sw, rj = config.switchover, config.rejoin
+    if sw.timeout < sw.catchup_timeout + rj.timeout:
+        problems.append(
+            (
+                ("switchover", "timeout"),
+                f"must be at least switchover.catchup_timeout + rejoin.timeout = "
+                f"{sw.catchup_timeout + rj.timeout:g} s: a switchover may wait that long by "
+                f"itself (the target catching up, then the old primary streaming again), and "
+                f"one running past this limit is reported as overdue (got {sw.timeout:g})",
             )
         )
     if pg.manage_settings:
@@ -717,14 +770,39 @@ def _too_few_nodes(count: object) -> str:
     return f"at least 2 nodes are required, a primary and a replica (got {count})"
 
 
-def _problem_text(error: Mapping[str, Any], loc: tuple[str | int, ...]) -> str:
+_DRIVER_MODELS: dict[str, type[BaseModel]] = {
+    "local": LocalDriverConfig,
+    "command": CommandDriverConfig,
+}
+
+
+def _untag(loc: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], type[BaseModel] | None]:
+    """pydantic puts a driver table's ``kind`` into the location
+    (``nodes.0.driver.local.data_dir``): drop it, and say which model it chose."""
+    for i, part in enumerate(loc[:-1]):
+        tag = loc[i + 1]
+        if part == "driver" and isinstance(tag, str) and tag in _DRIVER_MODELS:
+            return loc[: i + 1] + loc[i + 2 :], _DRIVER_MODELS[tag]
+    return loc, None
+
+
+def _problem_text(
+    error: Mapping[str, Any],
+    loc: tuple[str | int, ...],
+    tagged: type[BaseModel] | None = None,
+) -> str:
     kind = str(error["type"])
     ctx: Mapping[str, Any] = error.get("ctx") or {}
     value = error.get("input")
     field = next((p for p in reversed(loc) if isinstance(p, str)), "")
     got = "" if field in _SECRET_FIELDS else f" (got {_describe(value)})"
+    kinds = ", ".join(_DRIVER_MODELS)
+    if kind == "union_tag_not_found":
+        return f"the table needs a kind: one of {kinds} (docs/drivers.md)"
+    if kind == "union_tag_invalid":
+        return f"kind must be one of: {kinds} (got {_describe(ctx.get('tag'))})"
     if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
+        model = tagged or _model_at(loc[:-1])
         allowed = ", ".join(model.model_fields) if model is not None else "none"
         return f"unknown key; allowed keys: {allowed}"
     if kind == "missing":
@@ -762,8 +840,8 @@ def _problems(exc: ValidationError, label: str, env_data: Mapping[str, Any]) -> 
         if isinstance(cross, _CrossFieldProblems):
             entries = [(loc, msg) for loc, msg in cross.problems]
         else:
-            loc = tuple(error["loc"])
-            entries = [(loc, _problem_text(error, loc))]
+            loc, tagged = _untag(tuple(error["loc"]))
+            entries = [(loc, _problem_text(error, loc, tagged))]
         for loc, message in entries:
             source = _env_name(loc, env_data)
             where = _key_path(loc) + (f" (set by {source})" if source else "")
@@ -808,6 +886,13 @@ def config_warnings(config: Config) -> list[str]:
                     "use a libpq passfile (~/.pgpass or passfile=...), PGPASSWORD, or a "
                     "service file instead"
                 )
+    for i, node in enumerate(config.nodes):
+        driver = node.driver
+        if isinstance(driver, LocalDriverConfig) and not driver.data_dir.exists():
+            warnings.append(
+                f"nodes[{i}].driver.data_dir ({node.name}): {driver.data_dir} does not exist on "
+                "this host; a local driver runs pg_ctl here, next to the data directory"
+            )
     promotable = [n for n in config.nodes if n.priority > 0]
     if not promotable:
         warnings.append("every node has priority 0: no node can ever be promoted")
@@ -958,6 +1043,61 @@ def _replication_lines(config: Config) -> list[str]:
     return lines
 
 
+def _driver_text(driver: LocalDriverConfig | CommandDriverConfig | None) -> str:
+    if driver is None:
+        return "none (SQL only: rejoin by hand)"
+    if isinstance(driver, LocalDriverConfig):
+        return f"local: pg_ctl/pg_rewind/pg_basebackup on this host, data in {driver.data_dir}"
+    steps = [name for name in ("stop", "start", "status", "rewind", "basebackup",
+                               "standby_config", "fence") if getattr(driver, name)]
+    return f"command: {', '.join(steps) or 'no steps'}"
+
+
+def rejoin_capable(config: Config) -> list[str]:
+    """Nodes whose driver can run the rejoin procedure (in file order)."""
+    from hacontrol.drivers.config import build_driver
+    from hacontrol.rejoin import missing_steps
+
+    allow = config.rejoin.allow_basebackup
+    return [
+        n.name
+        for n in config.nodes
+        if n.driver is not None
+        and not missing_steps(build_driver(n.driver, n.name), allow_basebackup=allow)
+    ]
+
+
+def _rejoin_lines(config: Config) -> list[str]:
+    rj, sw = config.rejoin, config.switchover
+    capable = rejoin_capable(config)
+    others = [n.name for n in config.nodes if n.name not in capable]
+    lines = ["rejoin (a fenced old primary back as a replica):"]
+    if capable:
+        how = "rewind" + (", then a base backup if that fails" if rj.allow_basebackup else "")
+        when = (
+            "automatically after a failover, once per fence, and on 'hacontrol rejoin NODE'"
+            if rj.automatic
+            else "on 'hacontrol rejoin NODE' (automatic rejoin is off)"
+        )
+        lines.append(f"  {', '.join(capable)}: by the driver ({how}), {when}; it must stream "
+                     f"within {_seconds(rj.timeout)} of each start, or it is stopped and stays "
+                     "fenced")
+    if others:
+        lines.append(f"  {', '.join(others)}: no driver that can: rejoin by hand, then report it "
+                     "with 'hacontrol rejoin NODE' (docs/runbook.md)")
+    lines += [
+        "switchover (planned, no acknowledged write lost):",
+        f"  fence the old primary, the target must replay its last WAL within "
+        f"{_seconds(sw.catchup_timeout)} (else rolled back), promote it, repoint the others, "
+        "and rejoin the old primary when its driver can stop and start it (without one it "
+        "stays a fenced, read-only primary that needs a rejoin)",
+        f"  reported overdue after {_seconds(sw.timeout)}, abandoned after "
+        f"{_seconds(2 * sw.timeout)}; a failed candidate is not tried again for "
+        f"{_seconds(config.failover.candidate_backoff)}",
+    ]
+    return lines
+
+
 def explain(config: Config) -> str:
     """A human summary of what this configuration makes the controller do."""
     t, f, pg, h = config.timing, config.failover, config.postgres, config.hooks
@@ -968,6 +1108,7 @@ def explain(config: Config) -> str:
         lines.append(f"  {node.name:<{width}}  {note:<16} {redact_dsn(node.dsn)}")
         if node.replication_dsn:
             lines.append(f"  {'':<{width}}  {'replication':<16} {redact_dsn(node.replication_dsn)}")
+        lines.append(f"  {'':<{width}}  {'driver':<16} {_driver_text(node.driver)}")
     delay = detection_delay(config)
     probes = round(delay / t.probe_interval) + 1
     lines += [
@@ -1010,6 +1151,7 @@ def explain(config: Config) -> str:
         else "  heartbeat: off"
     )
     lines += _replication_lines(config)
+    lines += _rejoin_lines(config)
     lines.append(f"hooks (timeout {_seconds(h.timeout)}):")
     for name in ("pre_promote", "fence", "on_role_change"):
         command = getattr(h, name)

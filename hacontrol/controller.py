@@ -5,6 +5,11 @@ a hung node costs one probe timeout and never the loop), fold the view into the
 decision core, carry out its actions, journal and log every event. After a
 promote the next round starts at once, so completion and repointing are not
 delayed by the probe interval.
+
+The long procedures — a planned switchover and a rejoin — run as background
+tasks beside the loop (one switchover, one rejoin per node), so probe rounds go
+on every interval while they work; each reports its outcome to the decision
+core when it ends.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from hacontrol.actions import (
     Fence,
     OutcomeStatus,
     Promote,
+    Rejoin,
     Repoint,
     Request,
     RunHook,
@@ -35,12 +41,15 @@ from hacontrol.actions import (
 )
 from hacontrol.config import Config
 from hacontrol.decide import apply_outcome, decide, handle_request
+from hacontrol.drivers.base import NodeDriver, NullDriver
+from hacontrol.drivers.config import build_driver
 from hacontrol.hooks import run_hook
 from hacontrol.journal import Journal
-from hacontrol.model import ClusterView, NodeSpec, Observation
+from hacontrol.model import ClusterView, DecisionSettings, NodeSpec, Observation
 from hacontrol.pgconn import connect
 from hacontrol.probe import NodeProber
 from hacontrol.redact import redact_text
+from hacontrol.rejoin import missing_steps, rejoin
 from hacontrol.resilience import (
     BreakerRegistry,
     Bulkhead,
@@ -53,8 +62,16 @@ from hacontrol.resilience import (
     RetryError,
 )
 from hacontrol.state import ControllerState, initial_state
+from hacontrol.switchover import SwitchoverContext, run_switchover
 
 log = structlog.get_logger("hacontrol")
+
+# Actions that run as background tasks beside the probe loop.
+BACKGROUND = (Switchover, Rejoin)
+# Driver steps a rejoin may take in sequence (status, two stops, checkpoint, rewind,
+# standby configuration, start, and stops again after a failed start), each bounded
+# by the driver's own step timeout: the bound of one rejoin is built from them.
+_REJOIN_STEPS = 8
 
 _SEVERITY_LEVEL = {
     Severity.INFO: "info",
@@ -86,7 +103,8 @@ class Controller:
         self.config = config
         self.specs: tuple[NodeSpec, ...] = config.node_specs()
         self.by_name = {spec.name: spec for spec in self.specs}
-        self.settings = config.decision_settings()
+        self.drivers: dict[str, NodeDriver] = _drivers(config)
+        self.settings = _settings(config, self.drivers)
         self.journal = journal if journal is not None else Journal(config.journal)
         self._clock = clock
         timeout = config.timing.probe_timeout
@@ -109,6 +127,8 @@ class Controller:
         # Rounds and operator requests take turns: a request is decided on the
         # state and view of a completed round, never in the middle of one.
         self._turn = asyncio.Lock()
+        # Background procedures by key ("switchover", "rejoin:NODE").
+        self.procedures: dict[str, asyncio.Task[None]] = {}
 
     # -- start-up
 
@@ -236,7 +256,8 @@ class Controller:
             self.config = config
             self.specs = config.node_specs()
             self.by_name = new_specs
-            self.settings = config.decision_settings()
+            self.drivers = _drivers(config)
+            self.settings = _settings(config, self.drivers)
             timeout = config.timing.probe_timeout
             for spec in self.specs:
                 old = old_specs.get(spec.name)
@@ -300,9 +321,12 @@ class Controller:
                     except TimeoutError:
                         pass
         finally:
-            await self.close()
-            self.journal.append("controller_stopped", rounds=self.rounds)
-            log.info("controller_stopped", rounds=self.rounds)
+            try:
+                await self.wait_procedures()
+            finally:
+                await self.close()
+                self.journal.append("controller_stopped", rounds=self.rounds)
+                log.info("controller_stopped", rounds=self.rounds)
 
     async def step(self) -> RoundResult:
         """One round: probe, decide, act."""
@@ -333,7 +357,8 @@ class Controller:
 
     async def _carry_out(self, actions: tuple[Action, ...]) -> tuple[ActionOutcome, ...]:
         """Execute actions in order, folding each outcome (and any follow-up
-        actions it produces) back into the state."""
+        actions it produces) back into the state. Switchovers and rejoins are
+        started in the background; their outcomes are folded in when they end."""
         outcomes: list[ActionOutcome] = []
         queue = list(actions)
         # Follow-ups are few (a hook after a switchover); the bound keeps a
@@ -342,13 +367,78 @@ class Controller:
         while queue and budget > 0:
             budget -= 1
             action = queue.pop(0)
+            if isinstance(action, BACKGROUND):
+                self._launch(action)
+                continue
             outcome = await self.execute(action)
             outcomes.append(outcome)
-            follow = apply_outcome(self.state, outcome, self._clock(), self.settings)
-            self.state = follow.state
-            self._record_events(follow.events)
-            queue.extend(follow.actions)
+            queue.extend(self._fold(outcome))
         return tuple(outcomes)
+
+    def _fold(self, outcome: ActionOutcome) -> tuple[Action, ...]:
+        """Report ``outcome`` to the decision core; the follow-up actions."""
+        follow = apply_outcome(self.state, outcome, self._clock(), self.settings)
+        self.state = follow.state
+        self._record_events(follow.events)
+        return follow.actions
+
+    # -- background procedures
+
+    def _launch(self, action: Switchover | Rejoin) -> None:
+        key = procedure_key(action)
+        running = self.procedures.get(key)
+        if running is not None and not running.done():
+            # The core never sends a second one while the first runs (in flight /
+            # rejoining); if it did, the first one's outcome still settles the state.
+            self.journal.append("procedure_skipped", key=key, node=action.node,
+                                reason="already running")
+            log.warning("procedure_skipped", key=key, node=action.node)
+            return
+        task = asyncio.create_task(self._procedure(action), name=f"hacontrol:{key}")
+        self.procedures[key] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self.procedures.get(key) is done:
+                del self.procedures[key]
+
+        task.add_done_callback(forget)
+
+    async def _procedure(self, action: Switchover | Rejoin) -> None:
+        """Run one background procedure to its outcome and report it under the turn lock."""
+        try:
+            outcome = await self.execute(action)
+        except asyncio.CancelledError:
+            self.journal.append("action_finished", action=type(action).__name__,
+                                node=action.node, status="cancelled",
+                                detail="the controller stopped while it ran")
+            raise
+        except Exception as exc:  # a bug must not leave the state waiting for ever
+            detail = f"{type(exc).__name__}: {redact_text(str(exc))}"
+            log.error("procedure_failed", action=type(action).__name__, node=action.node,
+                      error=detail)
+            # A switchover may have got past its promote: only what is seen decides.
+            status = OutcomeStatus.FAILED if isinstance(action, Rejoin) else (
+                OutcomeStatus.UNCERTAIN
+            )
+            outcome = ActionOutcome(action, status, f"internal error: {detail}")
+        async with self._turn:
+            follow = self._fold(outcome)
+            await self._carry_out(follow)
+
+    def running(self, key: str) -> bool:
+        """True while the background procedure ``key`` runs."""
+        task = self.procedures.get(key)
+        return task is not None and not task.done()
+
+    async def wait_procedures(self) -> None:
+        """Wait for the background procedures to end (a stop lets them finish: a
+        switchover cut short could leave no writable primary). Cancelled: they are
+        cancelled too, and their driver programs killed."""
+        tasks = [t for t in self.procedures.values() if not t.done()]
+        if not tasks:
+            return
+        log.info("waiting_for_procedures", procedures=sorted(self.procedures))
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def probe_round(self) -> ClusterView:
         """Probe every node in parallel; one Observation each, whatever happens."""
@@ -410,6 +500,8 @@ class Controller:
                 connect_timeout=timeout,
             )
             outcome = _outcome(action, result)
+        elif isinstance(action, Rejoin):
+            outcome = await self._rejoin(action)
         else:
             outcome = await self._switchover(action)
         self.journal.append(
@@ -481,11 +573,67 @@ class Controller:
                 return ActionOutcome(action, OutcomeStatus.SUCCEEDED, detail)
         return _outcome(action, result)
 
-    async def _switchover(self, action: Switchover) -> ActionOutcome:
-        # Nothing was changed on any node: the core may plan again.
-        return ActionOutcome(
-            action, OutcomeStatus.FAILED, "planned switchover is not available in this version"
+    def _record(self, kind: str, fields: dict[str, Any]) -> None:
+        """Journal and log one step of a procedure."""
+        self.journal.append(kind, **fields)
+        failed = fields.get("ok") is False
+        log.log(_level("warning" if failed else "info"), kind,
+                **{k: v for k, v in fields.items() if k != "output"})
+
+    def switchover_context(self) -> SwitchoverContext:
+        """What the switchover procedure needs, from the configuration."""
+        config = self.config
+        return SwitchoverContext(
+            specs=dict(self.by_name),
+            drivers=dict(self.drivers),
+            record=self._record,
+            catchup_timeout=config.switchover.catchup_timeout,
+            connect_timeout=config.timing.probe_timeout,
+            promote_timeout=min(self.settings.promote_timeout_s, 60.0),
+            rejoin_timeout=config.rejoin.timeout,
+            max_lag_bytes=self.settings.max_lag_bytes,
+            allow_basebackup=config.rejoin.allow_basebackup,
         )
+
+    async def _switchover(self, action: Switchover) -> ActionOutcome:
+        return await run_switchover(self.switchover_context(), action)
+
+    def rejoin_bound(self, node: str) -> float:
+        """Seconds one rejoin of ``node`` may take at most: every driver step at its own
+        timeout, the base backup if allowed, and two waits for streaming."""
+        driver = self.drivers.get(node) or NullDriver(node)
+        rj = self.config.rejoin
+        bound = _REJOIN_STEPS * driver.timeout_hint() + 2 * rj.timeout
+        if rj.allow_basebackup:
+            bound += float(getattr(driver, "basebackup_timeout", 3600.0))
+        return bound
+
+    async def _rejoin(self, action: Rejoin) -> ActionOutcome:
+        node, primary = action.node, action.primary
+        driver = self.drivers.get(node) or NullDriver(node)
+        rj = self.config.rejoin
+        bound = self.rejoin_bound(node)
+        try:
+            async with asyncio.timeout(bound):
+                result = await rejoin(
+                    self.by_name[node], self.by_name[primary], driver,
+                    allow_basebackup=rj.allow_basebackup, timeout=rj.timeout,
+                    record=self._record, connect_timeout=self.config.timing.probe_timeout,
+                )
+        except TimeoutError:
+            # Whatever step hung was killed; never leave the node running half-rejoined.
+            try:
+                async with asyncio.timeout(driver.timeout_hint()):
+                    stopped = await driver.stop("immediate")
+                note = "stopped" if stopped.ok else f"stop failed: {stopped.detail}"
+            except TimeoutError:
+                note = "stop timed out"
+            self._record("rejoin_finished", {"node": node, "ok": False, "method": None,
+                                             "detail": f"timed out after {bound:g} s ({note})"})
+            return ActionOutcome(action, OutcomeStatus.FAILED,
+                                 f"rejoin of {node} did not finish within {bound:g} s ({note})")
+        status = OutcomeStatus.SUCCEEDED if result.ok else OutcomeStatus.FAILED
+        return ActionOutcome(action, status, result.detail)
 
     async def _hook(self, action: RunHook) -> ActionOutcome:
         command = getattr(self.config.hooks, action.event, "")
@@ -548,7 +696,11 @@ class Controller:
         """A JSON-friendly summary of the last round (for status output)."""
         from hacontrol.status import snapshot
 
-        return snapshot(self)
+        snap = snapshot(self)
+        snap["rejoining"] = sorted(self.state.rejoining)
+        snap["procedures"] = sorted(k for k in self.procedures if self.running(k))
+        snap["drivers"] = {name: d.describe() for name, d in sorted(self.drivers.items())}
+        return snap
 
 
 async def set_standby_names(
@@ -575,6 +727,24 @@ async def set_standby_names(
         return act.StepResult(False, _error_text(exc), time.monotonic() - started)
     finally:
         conn.terminate()
+
+
+def procedure_key(action: Switchover | Rejoin) -> str:
+    """The key of a background procedure: one switchover, one rejoin per node."""
+    return "switchover" if isinstance(action, Switchover) else f"rejoin:{action.node}"
+
+
+def _drivers(config: Config) -> dict[str, NodeDriver]:
+    return {name: build_driver(cfg, name) for name, cfg in config.node_drivers().items()}
+
+
+def _settings(config: Config, drivers: dict[str, NodeDriver]) -> DecisionSettings:
+    """The core's settings, with the nodes whose driver can run a rejoin."""
+    allow = config.rejoin.allow_basebackup
+    capable = frozenset(
+        name for name, d in drivers.items() if not missing_steps(d, allow_basebackup=allow)
+    )
+    return replace(config.decision_settings(), rejoin_nodes=capable)
 
 
 def _error_text(exc: BaseException) -> str:

@@ -40,6 +40,8 @@ from hacontrol.actions import (
     Pause,
     Promote,
     Refusal,
+    Rejoin,
+    RejoinRequest,
     Repoint,
     Request,
     Resume,
@@ -378,6 +380,8 @@ class _Round:
             self.in_flight = None
         self.last_failover_at = state.last_failover_at
         self.failback_since = state.failback_since
+        self.rejoining = {n for n in state.rejoining if n in self.specs}
+        self.rejoin_tried = {n for n in state.rejoin_tried if n in self.specs}
         self.sync_in_force = state.sync_in_force if primary else None
         self.sync_pending = state.sync_pending if primary else ()
         self.sync_requested = state.sync_requested if primary else None
@@ -479,6 +483,7 @@ class _Round:
             self.consider_failover()
         self.consider_failback()
         self.repoint()
+        self.consider_rejoin()
         self.manage_sync()
         if self.primary is None and self.in_flight is None:
             self.condition(
@@ -1011,6 +1016,8 @@ class _Round:
             or self.old.in_flight is not None
             or self.in_flight is not None
             or self.primary_changed
+            # A node being rejoined would be repointed by the switchover mid-procedure.
+            or self.rejoining
             or (
                 self.last_failover_at is not None
                 and self.at - self.last_failover_at < settings.cooldown_s
@@ -1090,6 +1097,43 @@ class _Round:
                 ):
                     health = replace(health, last_repoint_at=self.at)
             self.nodes[name] = health
+
+    def consider_rejoin(self) -> None:
+        """Automatic rejoin: a fenced node whose driver can rejoin it is brought back as
+        a replica of the primary, once per fence, when the primary is settled (no
+        change of primary in flight or just made) and reachable. Not while paused,
+        nor for a node in maintenance (an operator is working on it)."""
+        settings = self.settings
+        primary = self.primary
+        if (
+            not settings.rejoin_automatic
+            or self.old.paused
+            or primary is None
+            or primary in self.fenced
+            or self.in_flight is not None
+            or self.old.in_flight is not None
+            or self.primary_changed
+            or not _is_primary(self.obs(primary))
+        ):
+            return
+        for name in sorted(self.fenced):
+            if (
+                name == primary
+                or name not in settings.rejoin_nodes
+                or name in self.old.maintenance
+                or name in self.rejoining
+                or name in self.rejoin_tried
+            ):
+                continue
+            reason = (
+                f"{name} is fenced (needs rejoin) and its driver can rejoin it: rejoining it"
+                f" as a replica of {primary} automatically"
+            )
+            if self.act(Rejoin(name, primary, reason, automatic=True)):
+                self.rejoining.add(name)
+                self.rejoin_tried.add(name)
+                self.emit("rejoin_started", name, reason, Severity.WARNING, primary=primary,
+                          automatic=True)
 
     def manage_sync(self) -> None:
         """Quorum mode: keep the primary's synchronous set on the fit replicas, with an
@@ -1176,6 +1220,10 @@ class _Round:
             sync_pending=self.sync_pending,
             sync_requested=self.sync_requested,
             sync_requested_at=self.sync_requested_at,
+            rejoining=frozenset(self.rejoining),
+            # A node that left the fenced set gets a fresh automatic attempt the
+            # next time it is fenced.
+            rejoin_tried=frozenset(self.rejoin_tried & self.fenced),
         )
 
     def finish(self) -> Decision:
@@ -1564,6 +1612,8 @@ def handle_request(
             message = f"{node} out of maintenance"
         event = Event(kind, node, message, {"changed": changed})
         return Decision(replace(state, maintenance=maintenance), (), (event,))
+    if isinstance(request, RejoinRequest):
+        return _rejoin_request(state, view, by_name, settings, request)
     if isinstance(request, NodeRejoined):
         node = request.node
         if node not in by_name:
@@ -1586,7 +1636,9 @@ def handle_request(
         changed = node in state.fenced
         message = f"{node} rejoined: no longer fenced" if changed else f"{node} was not fenced"
         event = Event("node_rejoined", node, message, {"changed": changed})
-        return Decision(replace(state, fenced=state.fenced - {node}), (), (event,))
+        fenced = state.fenced - {node}
+        new_state = replace(state, fenced=fenced, rejoin_tried=state.rejoin_tried & fenced)
+        return Decision(new_state, (), (event,))
     if isinstance(request, ManualFailover):
         return _manual_failover(state, view, by_name, settings, request)
     # SwitchoverRequest
@@ -1614,6 +1666,15 @@ def handle_request(
             request.to,
             "paused",
             "the controller is paused; resume it first (a manual failover works while paused)",
+        )
+    if state.rejoining:
+        return _refuse(
+            state,
+            request,
+            request.to,
+            "rejoining",
+            f"a rejoin of {', '.join(sorted(state.rejoining))} is running; wait for it to"
+            " finish (hacontrol status)",
         )
     plan = _plan_switchover(state, view, by_name, settings, request.to)
     if isinstance(plan, Refusal):
@@ -1717,6 +1778,8 @@ def apply_outcome(
         return Decision(new_state, (), (event,))
     if isinstance(action, Switchover):
         return _switchover_outcome(state, outcome, at, settings or DecisionSettings())
+    if isinstance(action, Rejoin):
+        return _rejoin_outcome(state, outcome)
     if outcome.status is OutcomeStatus.SUCCEEDED:
         return Decision(state)
     if isinstance(action, ConfigureSync):
@@ -1732,6 +1795,109 @@ def apply_outcome(
         kind, action.node, f"{kind.replace('_', ' ')} on {action.node}: {detail}", details, severity
     )
     return Decision(state, (), (event,))
+
+
+def _rejoin_request(
+    state: ControllerState,
+    view: ClusterView,
+    specs: Mapping[str, NodeSpec],
+    settings: DecisionSettings,
+    request: RejoinRequest,
+) -> Decision:
+    """An operator's rejoin: the procedure when the node's driver can run it (allowed
+    while paused: the operator asked), else a report that it was rejoined by hand."""
+    node = request.node
+    if node not in specs:
+        return _refuse(
+            state, request, None, "unknown_node",
+            f"{node} is not a configured node ({', '.join(specs)})",
+        )
+    if node not in settings.rejoin_nodes:
+        by_hand = handle_request(state, view, tuple(specs.values()), settings, NodeRejoined(node))
+        if by_hand.refused is not None:
+            return by_hand
+        note = f" (no driver that can rejoin {node}: taken as rejoined by hand)"
+        events = tuple(replace(e, message=e.message + note) for e in by_hand.events)
+        return replace(by_hand, events=events)
+    primary = state.primary
+    if node == primary:
+        return _refuse(
+            state, request, node, "is_primary",
+            f"{node} is the primary; a rejoin makes a node a replica of the primary (switch"
+            " over first if it must become one)",
+        )
+    if node in state.rejoining:
+        return _refuse(
+            state, request, node, "rejoining",
+            f"a rejoin of {node} is already running; its outcome is journaled (rejoin_finished)",
+        )
+    if state.in_flight is not None:
+        flight = state.in_flight
+        return _refuse(
+            state, request, node, "in_flight",
+            f"a {flight.kind} to {flight.candidate} is in flight; rejoin once it has finished",
+        )
+    if primary is None or not _is_primary(view.get(primary)):
+        return _refuse(
+            state, request, node, "no_primary",
+            f"no reachable primary to rejoin {node} to"
+            + (f" ({primary} is not seen as a primary)" if primary else "")
+            + "; fail over first (failover --to NODE)",
+        )
+    streaming = _streaming_problem(node, primary, view, specs, settings) is None
+    if node not in state.fenced and streaming:
+        event = Event(
+            "rejoin_not_needed", node,
+            f"{node} is not fenced and streams from {primary}: nothing to rejoin",
+            {"primary": primary},
+        )
+        return Decision(state, (), (event,))
+    reason = (
+        f"operator requested a rejoin of {node} as a replica of {primary}"
+        + (" (fenced: needs rejoin)" if node in state.fenced else "")
+    )
+    action = Rejoin(node, primary, reason)
+    event = Event(
+        "rejoin_started", node, reason,
+        {"primary": primary, "automatic": False, "requested_by": "operator"},
+        Severity.WARNING,
+    )
+    return Decision(replace(state, rejoining=state.rejoining | {node}), (action,), (event,))
+
+
+def _rejoin_outcome(state: ControllerState, outcome: ActionOutcome) -> Decision:
+    """SUCCEEDED: the node streams from the primary, its fence is lifted. Otherwise it
+    stays fenced (the procedure left it stopped) until an operator acts."""
+    action = outcome.action
+    assert isinstance(action, Rejoin)
+    node = action.node
+    rejoining = state.rejoining - {node}
+    details: dict[str, Any] = {
+        "status": str(outcome.status),
+        "detail": outcome.detail,
+        "primary": action.primary,
+        "automatic": action.automatic,
+    }
+    if outcome.status is OutcomeStatus.SUCCEEDED:
+        fenced = state.fenced - {node}
+        event = Event(
+            "node_rejoined", node,
+            f"{node} rejoined as a replica of {action.primary}; no longer fenced",
+            {**details, "changed": node in state.fenced},
+        )
+        new_state = replace(
+            state, rejoining=rejoining, fenced=fenced, rejoin_tried=state.rejoin_tried & fenced
+        )
+        return Decision(new_state, (), (event,))
+    where = "stays fenced" if node in state.fenced else "is not in service"
+    event = Event(
+        "rejoin_failed", node,
+        f"rejoin of {node} failed: {outcome.detail}; it {where}: fix the cause, then"
+        f" 'hacontrol rejoin {node}'",
+        details,
+        Severity.CRITICAL,
+    )
+    return Decision(replace(state, rejoining=rejoining), (), (event,))
 
 
 def _sync_not_applied(

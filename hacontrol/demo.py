@@ -144,8 +144,12 @@ class _Demo:
             f'journal = "{cluster.base_dir / "journal.jsonl"}"\n\n'
             "[api]\n"
             f'listen = "127.0.0.1:{free_port()}"\n'
-            f'token = "{token}"\n'
-            + cluster.config_toml()
+            f'token = "{token}"\n\n'
+            # Local drivers make 'hacontrol rejoin' and switchovers work; the demo
+            # shows the old primary fenced on its return, so no automatic rejoin.
+            "[rejoin]\n"
+            "automatic = false\n"
+            + cluster.config_toml(drivers=True)
         )
         # The token is a secret: readable by this user only.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

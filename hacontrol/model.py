@@ -170,3 +170,7 @@ class DecisionSettings:
     # A reachable replica that does not stream from the primary yet (being repointed
     # after a failover) stays a synchronous member this long before it is dropped.
     sync_grace_s: float = 5.0
+    # Rejoin a fenced old primary by itself (once per fence), when its node is in
+    # ``rejoin_nodes``: the nodes whose driver can run the rejoin procedure.
+    rejoin_automatic: bool = True
+    rejoin_nodes: frozenset[str] = frozenset()

@@ -41,10 +41,11 @@ from hacontrol.actions import (
     ConfigureSync,
     Fence,
     ManualFailover,
-    NodeRejoined,
     OutcomeStatus,
     Pause,
     Promote,
+    Rejoin,
+    RejoinRequest,
     Repoint,
     Request,
     Resume,
@@ -55,7 +56,7 @@ from hacontrol.actions import (
 )
 from hacontrol.api import SubmitResult, bound_address, start_api
 from hacontrol.config import Config, ConfigError, load_config
-from hacontrol.controller import Controller, RoundResult
+from hacontrol.controller import BACKGROUND, Controller, RoundResult
 from hacontrol.journal import Journal
 from hacontrol.metrics import Metrics
 from hacontrol.model import Role
@@ -118,6 +119,8 @@ class NotifyingController(Controller):
             return min(self.settings.promote_timeout_s, 60.0) + hook + connect + prepare
         if isinstance(action, Switchover):
             return self.settings.switchover_timeout_s * 2
+        if isinstance(action, Rejoin):
+            return self.rejoin_bound(action.node)
         if isinstance(action, Fence):
             return connect + (hooks.timeout if hooks.fence else 0.0)
         if isinstance(action, RunHook):
@@ -126,7 +129,12 @@ class NotifyingController(Controller):
         return connect
 
     async def execute(self, action: Action) -> ActionOutcome:
-        """Carry out ``action`` with the watchdog timeout raised to its bound."""
+        """Carry out ``action`` with the watchdog timeout raised to its bound.
+
+        A switchover or rejoin runs beside the loop, whose rounds keep feeding the
+        watchdog: it needs no budget (and a long one would hide a stuck loop)."""
+        if isinstance(action, BACKGROUND):
+            return await super().execute(action)
         with self.notifier.action_budget(self.action_bound(action)):
             return await super().execute(action)
 
@@ -145,7 +153,7 @@ def request_for(kind: str, params: dict[str, Any]) -> Request:
         to = params.get("to")
         return SwitchoverRequest(str(to) if to is not None else None)
     if kind == "rejoin":
-        return NodeRejoined(str(params["node"]))
+        return RejoinRequest(str(params["node"]))
     raise ValueError(f"unknown command {kind!r}")
 
 
@@ -181,6 +189,8 @@ def summary_line(snapshot: dict[str, Any]) -> str:
         parts.append("PAUSED")
     if snapshot.get("failover_in_flight"):
         parts.append(f"failover to {snapshot['failover_in_flight']} in flight")
+    if snapshot.get("rejoining"):
+        parts.append(f"rejoining {', '.join(snapshot['rejoining'])}")
     return "; ".join(p for p in parts if p)
 
 
@@ -268,6 +278,12 @@ class Service:
             return SubmitResult(False, 500, message, data)
         flight = self.controller.state.in_flight
         message = "; ".join(e.message for e in decision.events) or f"{kind}: done"
+        started = [a for a in decision.actions if isinstance(a, Rejoin)]
+        if started:
+            # The procedure runs in the background; its outcome is journaled
+            # (node_rejoined / rejoin_failed) and shown by GET /status.
+            data["rejoin"] = {"node": started[0].node, "primary": started[0].primary}
+            return SubmitResult(True, 202, message, data)
         if flight is not None and kind in ("failover", "switchover"):
             data["in_flight"] = {"candidate": flight.candidate, "old_primary": flight.old_primary,
                                  "kind": str(flight.kind)}

@@ -131,6 +131,12 @@ class ControllerState:
     # The last synchronous_standby_names value sent to the primary, and when.
     sync_requested: str | None = None
     sync_requested_at: float | None = None
+    # Nodes a Rejoin was sent for and whose outcome is not in yet (one per node).
+    rejoining: frozenset[str] = frozenset()
+    # Fenced nodes the controller already tried to rejoin by itself: never again
+    # automatically until they leave the fenced set (a failed rejoin waits for
+    # an operator).
+    rejoin_tried: frozenset[str] = frozenset()
 
     def health(self, node: str) -> NodeHealth:
         """The probe history of ``node`` (empty if never probed)."""

@@ -91,7 +91,7 @@ def up(size: int, directory: Path | None, base_port: int | None, sync: bool) -> 
     config = directory / CONFIG_FILE
     config.write_text(
         "# Controller configuration for this test cluster: hacontrol run --config "
-        f"{config}\n" + lc.config_toml()
+        f"{config}\n" + lc.config_toml(drivers=True)
     )
     click.echo(f"cluster of {size} node(s) up in {time.monotonic() - started:.2f} s: {directory}")
     for node in lc.nodes:

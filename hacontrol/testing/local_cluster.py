@@ -822,11 +822,20 @@ class LocalCluster:
         )
 
     def config_toml(
-        self, *, dsns: Mapping[str, str] | None = None, **extra: str | int | float | bool
+        self,
+        *,
+        dsns: Mapping[str, str] | None = None,
+        drivers: bool = False,
+        **extra: str | int | float | bool,
     ) -> str:
         """Controller configuration text: ``extra`` top-level keys, then one
         ``[[nodes]]`` table per node. ``dsns`` replaces some nodes' DSNs (e.g. by a
-        :class:`~hacontrol.testing.proxy.TcpProxy`'s)."""
+        :class:`~hacontrol.testing.proxy.TcpProxy`'s). ``drivers`` adds a local
+        ``[nodes.driver]`` per node (data directory, binaries, owner, log), so the
+        controller can rejoin nodes and stop an old primary in a switchover; not for
+        nodes in network namespaces, whose servers the local driver cannot start."""
+        if drivers and any(n.netns is not None for n in self.nodes):
+            raise ClusterError("local drivers cannot start servers inside network namespaces")
         lines = [f"{k} = {_toml_value(v)}" for k, v in extra.items()]
         for n in self.nodes:
             dsn = (dsns or {}).get(n.name, n.dsn)
@@ -837,6 +846,16 @@ class LocalCluster:
                 f"dsn = {_toml_value(dsn)}",
                 f"replication_dsn = {_toml_value(n.replication_dsn)}",
             ]
+            if drivers:
+                lines += [
+                    "[nodes.driver]",
+                    'kind = "local"',
+                    f"data_dir = {_toml_value(str(n.data_dir))}",
+                    f"bindir = {_toml_value(str(n.bindir))}",
+                    f"os_user = {_toml_value(n.owner.name)}",
+                    f"log_file = {_toml_value(str(n.log_path))}",
+                    "timeout = 30.0",
+                ]
         return "\n".join(lines) + "\n"
 
 

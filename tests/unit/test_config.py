@@ -370,7 +370,7 @@ def test_unknown_node_key(tmp_path: Path) -> None:
     line = one_problem(tmp_path, NODES + "prio = 3\n")
     assert line == (
         f"{tmp_path / LABEL}: nodes[1].prio: unknown key; allowed keys: "
-        "name, dsn, priority, replication_dsn"
+        "name, dsn, priority, replication_dsn, driver"
     )
 
 
@@ -649,7 +649,7 @@ def test_top_level_keys_are_case_sensitive_like_toml(tmp_path: Path) -> None:
     found = problems(tmp_path, 'MODE = "manual"\n' + NODES + "[timing]\nprobe_interval = 0\n")
     assert found == [
         f"{tmp_path / LABEL}: MODE: unknown key; allowed keys: mode, journal, nodes, timing, "
-        "failover, postgres, replication, hooks, api",
+        "failover, postgres, replication, hooks, rejoin, switchover, api",
         f"{tmp_path / LABEL}: timing.probe_interval: must be greater than 0 (got 0)",
     ]
 
