@@ -1132,7 +1132,7 @@ class _Round:
             if self.act(Rejoin(name, primary, reason, automatic=True)):
                 self.rejoining.add(name)
                 self.rejoin_tried.add(name)
-                self.emit("rejoin_started", name, reason, Severity.WARNING, primary=primary,
+                self.emit("rejoin_scheduled", name, reason, Severity.WARNING, primary=primary,
                           automatic=True)
 
     def manage_sync(self) -> None:
@@ -1858,7 +1858,7 @@ def _rejoin_request(
     )
     action = Rejoin(node, primary, reason)
     event = Event(
-        "rejoin_started", node, reason,
+        "rejoin_scheduled", node, reason,
         {"primary": primary, "automatic": False, "requested_by": "operator"},
         Severity.WARNING,
     )
@@ -1889,11 +1889,14 @@ def _rejoin_outcome(state: ControllerState, outcome: ActionOutcome) -> Decision:
             state, rejoining=rejoining, fenced=fenced, rejoin_tried=state.rejoin_tried & fenced
         )
         return Decision(new_state, (), (event,))
-    where = "stays fenced" if node in state.fenced else "is not in service"
+    text = outcome.detail
+    if not text.startswith(f"rejoin of {node}"):
+        text = f"rejoin of {node} failed: {text}"
+    if "fenced" not in text:
+        text += "; it stays fenced" if node in state.fenced else "; it is not in service"
     event = Event(
         "rejoin_failed", node,
-        f"rejoin of {node} failed: {outcome.detail}; it {where}: fix the cause, then"
-        f" 'hacontrol rejoin {node}'",
+        f"{text} — fix the cause, then 'hacontrol rejoin {node}'",
         details,
         Severity.CRITICAL,
     )

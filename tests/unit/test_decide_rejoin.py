@@ -75,7 +75,7 @@ def test_automatic_rejoin_once_per_fence() -> None:
     (r,) = rejoins(d)
     assert (r.node, r.primary, r.automatic) == ("pg1", "pg2", True)
     assert "driver can rejoin it" in r.reason
-    assert kinds(d.events) == ["rejoin_started"]
+    assert kinds(d.events) == ["rejoin_scheduled"]
     assert sim.state.rejoining == {"pg1"} and sim.state.rejoin_tried == {"pg1"}
     # Running: never a second one.
     assert rejoins(after_failover(sim, 3.2)) == []
