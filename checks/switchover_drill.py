@@ -20,30 +20,45 @@ replayed it, promote); then min / median / max. Exit 1 if a trial failed, lost
 a write or had two writable primaries.
 
     python checks/switchover_drill.py --trials 5
+    python checks/switchover_drill.py --trials 5 --via api
 
-The switchover is driven through a :class:`Switcher`: today the procedure
-(:func:`hacontrol.switchover.run_switchover`) in this process; a switcher that
-asks a running controller through its API only has to return the same
-:class:`SwitchResult` (the window and steps come from the journaled
-``switchover_step`` record of the promote).
+The switchover is driven through a :class:`Switcher`: ``--via procedure`` runs
+the procedure (:func:`hacontrol.switchover.run_switchover`) in this process;
+``--via api`` starts the controller service on the cluster (local drivers from
+``LocalCluster.config_toml(drivers=True)``, its API on a loopback port) and
+asks it with ``POST /switchover``, then follows ``GET /status`` until the
+switchover has ended; the window and steps come from the journaled
+``switchover_step`` record of the promote.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
+import json
+import secrets
 import statistics
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hacontrol.actions import OutcomeStatus, Switchover
+from hacontrol.config import load_config
 from hacontrol.drivers.local import LocalDriver
+from hacontrol.journal import Journal
+from hacontrol.logs import configure_logging
+from hacontrol.sdnotify import Notifier
+from hacontrol.service import Service
 from hacontrol.switchover import SwitchoverContext, run_switchover
 from hacontrol.testing import LocalCluster
+from hacontrol.testing.local_cluster import free_port
 from hacontrol.testing.workload import (
     Ack,
     Writer,
@@ -122,7 +137,132 @@ class ProcedureSwitcher:
         return result
 
 
-SWITCHERS: dict[str, type[ProcedureSwitcher]] = {"procedure": ProcedureSwitcher}
+class _ServiceThread:
+    """The controller service with its own event loop in a thread; stopped on exit."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="controller", daemon=True)
+
+    def _main(self) -> None:
+        async def body() -> int:
+            self.loop = asyncio.get_running_loop()
+            self.started.set()
+            return await self.service.run(install_signals=False)
+
+        asyncio.run(body())
+
+    def __enter__(self) -> _ServiceThread:
+        self.thread.start()
+        self.started.wait(10)
+        deadline = time.monotonic() + 10
+        while self.service.api_address is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.service.api_address is None:
+            raise RuntimeError("the controller's API did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self.service.request_stop, "drill finished")
+        self.thread.join(60)
+
+
+class ApiSwitcher:
+    """Asks a controller service running on the cluster: ``POST /switchover``."""
+
+    name = "api"
+    interval = 0.1
+
+    def __call__(self, cluster: LocalCluster, old: str, new: str) -> SwitchResult:
+        token = secrets.token_hex(16)
+        path = cluster.base_dir / "drill.toml"
+        path.write_text(
+            f'journal = "{cluster.base_dir / "drill-journal.jsonl"}"\n\n'
+            f"[timing]\nprobe_interval = {self.interval}\n\n"
+            f'[api]\nlisten = "127.0.0.1:{free_port()}"\ntoken = "{token}"\n'
+            + cluster.config_toml(drivers=True)
+        )
+        config = load_config(path)
+        service = Service(config, config_path=path, notifier=Notifier(None))
+        with _ServiceThread(service) as running:
+            address = running.service.api_address
+            assert address is not None
+            if not _wait(lambda: _settled(address, old), 20):
+                return SwitchResult(False, f"the controller did not adopt {old} within 20 s")
+            # A replica counts as healthy after a few probe rounds; until then the
+            # controller refuses (409) and says so.
+            deadline = time.monotonic() + 5
+            while True:
+                code, answer = _call(address, "POST", "/switchover", {"to": new}, token)
+                if code != 409 or time.monotonic() > deadline or "not healthy yet" not in str(
+                    answer.get("message")
+                ):
+                    break
+                time.sleep(self.interval)
+            if code != 202:
+                return SwitchResult(False, f"POST /switchover answered {code}: "
+                                    f"{answer.get('message') or answer.get('error')}")
+            if not _wait(lambda: _settled(address, new), 60):
+                return SwitchResult(False, f"{new} not the settled primary within 60 s")
+            records = Journal(config.journal).read()
+        result = SwitchResult(False, "no switchover_completed record")
+        for record in records:
+            if record.get("kind") == "switchover_step" and record.get("step") == "promote":
+                result.window_s = record.get("window_s")
+                result.marks = dict(record.get("marks") or {})
+                # Journal times are wall-clock: carry the promote over to this clock.
+                result.promoted_at = time.monotonic() - (time.time() - float(record["ts"]))
+            if record.get("kind") == "switchover_completed":
+                details = record.get("details") or {}
+                result.ok = details.get("rejoined") == [old]
+                result.detail = str(details.get("detail") or record.get("message"))
+        return result
+
+
+def _call(address: str, method: str, path: str, body: Any = None,
+          token: str = "") -> tuple[int, dict[str, Any]]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://{address}{path}", data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw, code = response.read(), response.status
+    except urllib.error.HTTPError as exc:
+        raw, code = exc.read(), exc.code
+    answer = json.loads(raw) if raw else {}
+    return code, answer if isinstance(answer, dict) else {}
+
+
+def _settled(address: str, primary: str) -> bool:
+    """``primary`` is the primary, nothing in flight, every node healthy."""
+    code, snap = _call(address, "GET", "/status")
+    return (
+        code == 200
+        and snap.get("primary") == primary
+        and snap.get("failover_in_flight") is None
+        and not snap.get("procedures")
+        and all(n.get("health") == "ok" for n in snap.get("nodes") or [])
+    )
+
+
+def _wait(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+SWITCHERS: dict[str, type[ProcedureSwitcher] | type[ApiSwitcher]] = {
+    "procedure": ProcedureSwitcher,
+    "api": ApiSwitcher,
+}
 
 
 @dataclass
@@ -215,7 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds between the writer's inserts (default 0.005)")
     parser.add_argument("--via", choices=sorted(SWITCHERS), default="procedure",
                         help="how the switchover is driven")
+    parser.add_argument("--log-level", default="warning",
+                        help="the controller's log level with --via api (to stderr)")
     args = parser.parse_args(argv)
+    configure_logging(args.log_level, stream=sys.stderr)
     switcher = SWITCHERS[args.via]()
     names = [p for p, _ in PHASES]
     print(f"switchover drill: pg1 -> pg2 via {switcher.name}, writer every "

@@ -71,6 +71,9 @@ def settled(st: ServiceThread, primary: str) -> bool:
         and not ctl.state.fenced
         and ctl.state.in_flight is None
         and not ctl.procedures
+        # Every node passed the recovery threshold: a candidate for a switchover.
+        and all(h.consecutive_successes >= ctl.settings.recovery_threshold
+                for h in ctl.state.nodes.values())
     )
 
 
