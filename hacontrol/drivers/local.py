@@ -72,6 +72,24 @@ def set_auto_conf(text: str, settings: dict[str, str]) -> str:
     return "\n".join(kept) + "\n"
 
 
+def _postmaster_alive(pidfile: Path) -> bool:
+    """True while the PID in ``pidfile`` names a live (not zombie) process; True when
+    it cannot be told (the lock file is being written or read fails)."""
+    try:
+        pid = int(pidfile.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return pidfile.exists()
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    # The state follows the command name, which is in parentheses and may hold spaces.
+    state = stat.rsplit(")", 1)[-1].split()[:1]
+    return state != ["Z"]
+
+
 def split_password(dsn: str) -> tuple[str, dict[str, str]]:
     """``dsn`` without its password, and the environment that carries it instead."""
     params = conninfo_to_dict(dsn)
@@ -226,7 +244,9 @@ class LocalDriver(NodeDriver):
             return result
         pidfile = self.data_dir / "postmaster.pid"
         deadline = started + self.timeout
-        while pidfile.exists():
+        # A postmaster that was SIGKILLed never removes its lock file: its PID
+        # being gone (or a zombie) counts as stopped too.
+        while pidfile.exists() and _postmaster_alive(pidfile):
             if time.monotonic() >= deadline:
                 return DriverResult("stop", False, f"still running {self.timeout:g} s after "
                                     f"the {mode} shutdown request", result.output,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,12 @@ from hacontrol.drivers import (
 )
 from hacontrol.drivers.command import render
 from hacontrol.drivers.config import DriverConfig
-from hacontrol.drivers.local import auto_conf_value, set_auto_conf, split_password
+from hacontrol.drivers.local import (
+    _postmaster_alive,
+    auto_conf_value,
+    set_auto_conf,
+    split_password,
+)
 from hacontrol.model import NodeSpec
 from hacontrol.rejoin import missing_steps, rejoin
 from hacontrol.switchover import SwitchoverContext, run_switchover
@@ -272,3 +278,18 @@ async def test_switchover_with_unreachable_target_is_not_started() -> None:
     assert outcome.status is OutcomeStatus.FAILED
     assert outcome.detail.startswith("not started:")
     assert [k for k, _ in rec.records] == ["switchover_started", "switchover_finished"]
+
+
+def test_a_killed_or_zombie_postmaster_counts_as_stopped(tmp_path: Path) -> None:
+    pidfile = tmp_path / "postmaster.pid"
+    pidfile.write_text(f"{os.getpid()}\n/data\n")
+    assert _postmaster_alive(pidfile)
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "no zombie"
+        time.sleep(0.01)
+    pidfile.write_text(f"{child.pid}\n/data\n")
+    assert not _postmaster_alive(pidfile)  # exited, not reaped yet: a zombie
+    child.wait()
+    assert not _postmaster_alive(pidfile)  # gone
