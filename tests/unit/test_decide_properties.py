@@ -6,7 +6,8 @@ the actions decide emits are carried out on the world with random outcomes that
 are reported back through apply_outcome. Random operator requests (pause, resume,
 maintenance, manual failover with and without force, switchover, rejoin) go through
 handle_request in between, and a switchover runs in the world over several rounds
-the way the shell runs it. Independent bookkeeping here (not the core's own
+the way the shell runs it; so does a rejoin (automatic or requested), reported a
+round later. Independent bookkeeping here (not the core's own
 counters) checks each rule at every step.
 """
 
@@ -28,6 +29,8 @@ from hacontrol.actions import (
     OutcomeStatus,
     Pause,
     Promote,
+    Rejoin,
+    RejoinRequest,
     Repoint,
     Request,
     Resume,
@@ -126,6 +129,8 @@ class Tracker:
     switchovers_done: int = 0
     refusals: int = 0
     manual_failovers: int = 0
+    rejoins: int = 0
+    rejoins_done: int = 0
 
     def observe(self, view: ClusterView) -> None:
         for name in NAMES:
@@ -155,6 +160,8 @@ class World:
         # a switchover the "shell" is running: the action, its phase, how it ends
         self.switchover: tuple[Switchover, int, int] | None = None
         self.flap: str | None = None
+        # rejoins the "shell" runs in the background, reported the next round
+        self.rejoining: list[tuple[Rejoin, bool]] = []
         self.t = 0.0
 
     def max_timeline(self) -> int:
@@ -169,6 +176,24 @@ class World:
     def usable(self, name: str) -> bool:
         node = self.nodes[name]
         return node.alive and node.hung_since is None
+
+    def finish_rejoins(self) -> list[ActionOutcome]:
+        """Outcomes of the rejoins started last round (the world's procedure)."""
+        outcomes = []
+        for action, works in self.rejoining:
+            node, primary = self.nodes[action.node], self.nodes[action.primary]
+            if works and self.usable(node.name) and self.usable(primary.name) and (
+                primary.role is Role.PRIMARY
+            ):
+                node.role, node.read_only, node.upstream = Role.REPLICA, True, primary.name
+                node.timeline = primary.timeline
+                outcomes.append(ActionOutcome(action, OutcomeStatus.SUCCEEDED, "streams"))
+            else:
+                # A failed rejoin leaves the node stopped.
+                node.alive = False
+                outcomes.append(ActionOutcome(action, OutcomeStatus.FAILED, "rewind failed"))
+        self.rejoining = []
+        return outcomes
 
     def advance_switchover(self) -> ActionOutcome | None:
         """One phase of the shell's switchover procedure; its outcome when it ends."""
@@ -215,7 +240,7 @@ class World:
         if plan.event == SWITCHOVER:
             return SwitchoverRequest(None if plan.delay <= 2 else target)
         if plan.event == REJOINED:
-            return NodeRejoined(target)
+            return RejoinRequest(target) if plan.outcome % 2 else NodeRejoined(target)
         return None
 
     def mutate(self, plan: StepPlan, state: ControllerState) -> None:
@@ -332,6 +357,9 @@ class World:
             # the core abandoned is simply replaced.
             self.switchover = (action, 0, plan.outcome)
             return None
+        if isinstance(action, Rejoin):
+            self.rejoining.append((action, plan.fence_works))
+            return None
         return ActionOutcome(action, OutcomeStatus.FAILED, "unreachable")
 
 
@@ -380,6 +408,16 @@ def check_step(
             view.at - before.last_failover_at >= s.cooldown_s
         ), "failback within the cool-down"
         check_switchover_target(sw, before, view, by_name)
+    for rj in (a for a in decision.actions if isinstance(a, Rejoin)):
+        tracker.rejoins += 1
+        assert rj.automatic and s.rejoin_automatic and rj.node in s.rejoin_nodes
+        assert rj.node in after.fenced and rj.node not in before.maintenance
+        assert rj.node not in before.rejoining and rj.node not in before.rejoin_tried
+        assert flight is None and after.in_flight is None, "rejoin beside a change of primary"
+        assert rj.primary == before.primary == after.primary and rj.node != rj.primary
+        assert _primary_seen(view, rj.primary), "rejoin to a primary not seen"
+        assert rj.node in after.rejoining
+    assert after.rejoining <= set(by_name) and after.rejoin_tried <= after.fenced
     promotes = [a for a in decision.actions if isinstance(a, Promote)]
     assert len(promotes) <= 1 and not (promotes and switches)
     # every writable primary other than the primary (or the node being promoted) is fenced
@@ -447,6 +485,11 @@ def check_step(
         assert view.at - t >= s.cooldown_s, "promote within the cool-down"
 
 
+def _primary_seen(view: ClusterView, name: str | None) -> bool:
+    obs = view.get(name) if name else None
+    return obs is not None and obs.reachable and obs.role is Role.PRIMARY
+
+
 def check_switchover_target(
     sw: Switchover, before: ControllerState, view: ClusterView, by_name: dict[str, NodeSpec]
 ) -> None:
@@ -495,6 +538,13 @@ def check_request(
             assert target is not None and target.reachable and target.role is Role.REPLICA
             assert by_name[p.node].priority > 0
             assert p.node not in before.maintenance and p.node not in before.fenced
+    elif isinstance(request, RejoinRequest) and decision.actions:
+        (r,) = decision.actions
+        assert isinstance(r, Rejoin) and r.node == request.node and not r.automatic
+        assert r.node in scenario.settings.rejoin_nodes and r.node not in before.rejoining
+        assert before.in_flight is None and r.primary == before.primary != r.node
+        assert _primary_seen(view, r.primary)
+        assert r.node in after.rejoining
     elif isinstance(request, SwitchoverRequest):
         (sw,) = decision.actions
         assert isinstance(sw, Switchover)
@@ -511,6 +561,10 @@ def check_request(
             assert (request.node in after.maintenance) is request.on
         elif isinstance(request, NodeRejoined):
             assert request.node not in after.fenced
+        elif isinstance(request, RejoinRequest) and request.node not in (
+            scenario.settings.rejoin_nodes
+        ):
+            assert request.node not in after.fenced  # reported as rejoined by hand
 
 
 def perform(
@@ -542,6 +596,14 @@ def report(
     s = world.scenario.settings
     reported = apply_outcome(state, outcome, world.t, s)
     assert all(isinstance(a, RunHook) for a in reported.actions)
+    if isinstance(outcome.action, Rejoin):
+        node = outcome.action.node
+        assert node not in reported.state.rejoining
+        if outcome.status is OutcomeStatus.SUCCEEDED:
+            tracker.rejoins_done += 1
+            assert node not in reported.state.fenced
+        else:
+            assert (node in reported.state.fenced) is (node in state.fenced)
     if isinstance(outcome.action, Switchover) and any(
         e.kind == "switchover_completed" for e in reported.events
     ):
@@ -569,6 +631,8 @@ def run_scenario(scenario: Scenario) -> Tracker:
         finished = world.advance_switchover()
         if finished is not None:
             state = report(state, finished, world, tracker)
+        for outcome in world.finish_rejoins():
+            state = report(state, outcome, world, tracker)
         view = world.view(plan)
         tracker.observe(view)
         before = state
@@ -606,6 +670,8 @@ def settings_strategy() -> st.SearchStrategy[DecisionSettings]:
         failback=st.booleans(),
         failback_delay_s=st.sampled_from([0.0, 1.0, 5.0]),
         switchover_timeout_s=st.sampled_from([1.0, 10.0]),
+        rejoin_automatic=st.booleans(),
+        rejoin_nodes=st.sets(st.sampled_from(NAMES)).map(frozenset),
     )
 
 
@@ -670,6 +736,8 @@ def random_scenario(rng: random.Random, mode: FailoverMode) -> Scenario:
             failback=rng.random() < 0.5,
             failback_delay_s=rng.choice([0.0, 1.0, 3.0]),
             switchover_timeout_s=rng.choice([2.0, 10.0]),
+            rejoin_automatic=rng.random() < 0.7,
+            rejoin_nodes=frozenset(n for n in NAMES if rng.random() < 0.6),
         ),
         steps=steps,
     )
@@ -691,11 +759,14 @@ def test_seeded_histories_hold_the_rules_and_do_fail_over() -> None:
         totals.switchovers_done += tracker.switchovers_done
         totals.manual_failovers += tracker.manual_failovers
         totals.refusals += tracker.refusals
+        totals.rejoins += tracker.rejoins
+        totals.rejoins_done += tracker.rejoins_done
     assert totals.promotes >= 30
     assert totals.completions >= 20
     assert totals.fences >= 20
     assert totals.switchovers >= 20 and totals.failbacks >= 5 and totals.switchovers_done >= 10
     assert totals.manual_failovers >= 20 and totals.refusals >= 100
+    assert totals.rejoins >= 10 and totals.rejoins_done >= 5
 
 
 def test_manual_mode_never_promotes_in_seeded_histories() -> None:
