@@ -833,3 +833,94 @@ def test_replication_warnings(tmp_path: Path) -> None:
     never = THREE_NODES.replace("priority = 50", "priority = 0")
     config = load_config(write(tmp_path, never + '[replication]\nsynchronous = "quorum"\n'), {})
     assert "pg2 (priority 0) acknowledge commits but are never promoted" in explain(config)
+
+
+# ---------------------------------------------------------------- drivers, rejoin, switchover
+
+DRIVERS = """
+[[nodes]]
+name = "pg1"
+dsn = "host=10.0.0.1 port=5432 user=hacontrol dbname=postgres"
+[nodes.driver]
+kind = "local"
+data_dir = "/nonexistent/hacontrol-test/main"
+
+[[nodes]]
+name = "pg2"
+dsn = "host=10.0.0.2 port=5432 user=hacontrol dbname=postgres"
+[nodes.driver]
+kind = "command"
+stop = "ssh pg2 pg_ctl stop -D {data_dir:ssh} -m {mode:ssh}"
+
+[[nodes]]
+name = "pg3"
+dsn = "host=10.0.0.3 port=5432 user=hacontrol dbname=postgres"
+"""
+
+
+def test_driver_tables_per_node(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, DRIVERS), {})
+    drivers = config.node_drivers()
+    assert drivers["pg1"] is not None and drivers["pg1"].kind == "local"
+    assert drivers["pg2"] is not None and drivers["pg2"].kind == "command"
+    assert drivers["pg3"] is None
+    text = explain(config)
+    assert "local: pg_ctl/pg_rewind/pg_basebackup on this host" in text
+    assert "command: stop" in text and "none (SQL only: rejoin by hand)" in text
+    assert "pg1: by the driver (rewind), automatically after a failover" in text
+    assert "pg2, pg3: no driver that can: rejoin by hand" in text
+    assert "does not exist on this host" in text  # the local data_dir (a warning)
+
+
+@pytest.mark.parametrize(
+    ("driver", "expected"),
+    [
+        ('data_dir = "/x"',
+         "nodes[0].driver: the table needs a kind: one of local, command (docs/drivers.md)"),
+        ('kind = "ssh"', "nodes[0].driver: kind must be one of: local, command (got 'ssh')"),
+        ('kind = "local"\ndata_dir = "main"',
+         "nodes[0].driver.data_dir: must be an absolute path, got 'main'"),
+        ('kind = "local"', "nodes[0].driver.data_dir: required key is missing"),
+        ('kind = "command"\nstop = "ssh {host} stop"',
+         "nodes[0].driver.stop: unknown placeholder {host}; allowed: {data_dir}, {mode}, "
+         "{node}, {primary_conninfo}, {source_dsn}"),
+    ],
+)
+def test_driver_problems_name_the_key(tmp_path: Path, driver: str, expected: str) -> None:
+    table = f'dbname=postgres"\n[nodes.driver]\n{driver}\n\n[[nodes]]'
+    text = NODES.replace('dbname=postgres"\n\n[[nodes]]', table, 1)
+    assert one_problem(tmp_path, text) == f"{tmp_path / LABEL}: {expected}"
+
+
+def test_unknown_driver_key_lists_the_keys_of_its_kind(tmp_path: Path) -> None:
+    text = NODES.replace(
+        'dbname=postgres"\n\n[[nodes]]',
+        'dbname=postgres"\n[nodes.driver]\nkind = "command"\nstpo = "x"\n\n[[nodes]]', 1,
+    )
+    line = one_problem(tmp_path, text)
+    assert line.startswith(f"{tmp_path / LABEL}: nodes[0].driver.stpo: unknown key; allowed keys:")
+    assert "standby_config" in line and "bindir" not in line
+
+
+def test_rejoin_and_switchover_settings_reach_the_core(tmp_path: Path) -> None:
+    text = NODES + (
+        "[failover]\ncandidate_backoff = 7.5\n"
+        "[rejoin]\nautomatic = false\nallow_basebackup = true\ntimeout = 20\n"
+        "[switchover]\ncatchup_timeout = 3\ntimeout = 45\n"
+    )
+    config = load_config(write(tmp_path, text), {})
+    settings = config.decision_settings()
+    assert settings.candidate_backoff_s == 7.5
+    assert settings.switchover_timeout_s == 45
+    assert settings.rejoin_automatic is False
+    assert config.rejoin.allow_basebackup and config.switchover.catchup_timeout == 3
+    assert "reported overdue after 45 s, abandoned after 90 s" in explain(config)
+
+
+def test_switchover_timeout_must_cover_catchup_and_rejoin(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, NODES + "[switchover]\ntimeout = 20\n")
+    assert line.startswith(
+        f"{tmp_path / LABEL}: switchover.timeout: must be at least switchover.catchup_timeout"
+        " + rejoin.timeout = 40 s"
+    )
+    assert line.endswith("(got 20)")

@@ -1,0 +1,98 @@
+"""The controller's wiring of the background procedures, without a database: which
+nodes it may rejoin, that a rejoin runs beside the caller and reports its outcome
+to the core, one per node, and that a stop waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hacontrol.actions import ActionOutcome, OutcomeStatus, Rejoin
+from hacontrol.config import config_from_mapping
+from hacontrol.controller import Controller, procedure_key
+
+
+def _controller(tmp_path: Path, **rejoin: Any) -> Controller:
+    config = config_from_mapping(
+        {
+            "journal": str(tmp_path / "j.jsonl"),
+            "rejoin": rejoin,
+            "nodes": [
+                {"name": "pg1", "dsn": "host=127.0.0.1 port=1",
+                 "driver": {"kind": "local", "data_dir": str(tmp_path / "pg1")}},
+                {"name": "pg2", "dsn": "host=127.0.0.1 port=2",
+                 "driver": {"kind": "command", "stop": "true", "start": "true"}},
+                {"name": "pg3", "dsn": "host=127.0.0.1 port=3"},
+            ],
+        }
+    )
+    return Controller(config)
+
+
+def test_only_nodes_whose_driver_can_rejoin_are_rejoined(tmp_path: Path) -> None:
+    controller = _controller(tmp_path)
+    assert controller.settings.rejoin_nodes == {"pg1"}
+    assert controller.settings.rejoin_automatic is True
+    assert _controller(tmp_path, automatic=False).settings.rejoin_automatic is False
+    assert "local driver" in controller.snapshot()["drivers"]["pg1"]
+    assert controller.snapshot()["drivers"]["pg3"] == "no driver (SQL only)"
+
+
+async def test_a_rejoin_runs_in_the_background_and_reports_to_the_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller = _controller(tmp_path)
+    controller.state = replace(
+        controller.state, fenced=frozenset({"pg1"}), rejoining=frozenset({"pg1"})
+    )
+    release = asyncio.Event()
+    calls: list[Rejoin] = []
+
+    async def slow_rejoin(action: Rejoin) -> ActionOutcome:
+        calls.append(action)
+        await release.wait()
+        return ActionOutcome(action, OutcomeStatus.SUCCEEDED, "streams")
+
+    monkeypatch.setattr(controller, "_rejoin", slow_rejoin)
+    action = Rejoin("pg1", "pg2", "test")
+    outcomes = await asyncio.wait_for(controller._carry_out((action, action)), 1)
+    assert outcomes == ()  # nothing waited for it
+    await asyncio.sleep(0)
+    assert controller.running(procedure_key(action)) and len(calls) == 1  # one per node
+    assert controller.snapshot()["procedures"] == ["rejoin:pg1"]
+    release.set()
+    await asyncio.wait_for(controller.wait_procedures(), 1)
+    assert controller.state.fenced == frozenset() and controller.state.rejoining == frozenset()
+    kinds = [r["kind"] for r in controller.journal.read()]
+    assert kinds == ["procedure_skipped", "action_started", "action_finished", "node_rejoined"]
+
+
+async def test_a_rejoin_that_raises_is_reported_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller = _controller(tmp_path)
+    controller.state = replace(
+        controller.state, fenced=frozenset({"pg1"}), rejoining=frozenset({"pg1"})
+    )
+
+    async def broken(action: Rejoin) -> ActionOutcome:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(controller, "_rejoin", broken)
+    await controller._carry_out((Rejoin("pg1", "pg2", "test"),))
+    await asyncio.wait_for(controller.wait_procedures(), 1)
+    assert controller.state.rejoining == frozenset() and controller.state.fenced == {"pg1"}
+    failed = [r for r in controller.journal.read() if r["kind"] == "rejoin_failed"]
+    assert failed and "internal error: RuntimeError: bug" in failed[0]["message"]
+
+
+def test_the_rejoin_bound_covers_every_step(tmp_path: Path) -> None:
+    controller = _controller(tmp_path, timeout=10.0)
+    # 8 local-driver steps of 60 s each plus two waits for streaming.
+    assert controller.rejoin_bound("pg1") == 8 * 60.0 + 2 * 10.0
+    with_backup = _controller(tmp_path, timeout=10.0, allow_basebackup=True)
+    assert with_backup.rejoin_bound("pg1") == 8 * 60.0 + 2 * 10.0 + 3600.0
