@@ -209,6 +209,31 @@ class Confirmation:
     status: str
     # Per reachable replica: node -> "confirms: ...", "still hears ..." or "neutral: ...".
     replicas: Mapping[str, str]
+    # The replicas that confirm, the configured nodes the controller cannot reach
+    # (the primary aside), and how many confirmations a strict majority of the
+    # configured nodes needs (floor(N/2) + 1).
+    confirming: tuple[str, ...] = ()
+    unreachable: tuple[str, ...] = ()
+    needed: int = 1
+
+    @property
+    def majority(self) -> bool:
+        """True when enough replicas confirm that the controller is on the majority
+        side of any partition: the old primary's side cannot hold a majority too."""
+        return len(self.confirming) >= self.needed
+
+    def shortfall(self, primary: str, total: int) -> str:
+        """Why the confirmations are not a majority, for events and refusals."""
+        text = (
+            f"only {len(self.confirming)} of the {total} configured nodes confirm that"
+            f" {primary} is down (a strict majority needs {self.needed} confirming replicas)"
+        )
+        if self.unreachable:
+            text += f"; unreachable: {', '.join(self.unreachable)}"
+        quiet = sorted(n for n in self.replicas if n not in self.confirming)
+        if quiet:
+            text += f"; not confirming: {', '.join(quiet)}"
+        return text
 
 
 def confirm_failure(
@@ -220,27 +245,36 @@ def confirm_failure(
     has heard nothing from its upstream for longer than ``replica_silence_s``. A
     replica that streams from another configured node (cascading) neither confirms
     nor vetoes. Any other streaming, recently-heard replica vetoes.
+
+    ``status`` says whether the reachable replicas agree; ``majority`` whether the
+    confirming ones are a strict majority of the configured nodes, which an
+    automatic failover needs as well (a controller cut off together with a
+    minority must not promote on that minority's word).
     """
     primary_spec = specs.get(primary)
     primary_eps = _node_endpoints(primary_spec) if primary_spec else ()
     verdicts: dict[str, str] = {}
-    confirms = vetoes = 0
+    confirming: list[str] = []
+    unreachable: list[str] = []
+    vetoes = 0
     for name in sorted(specs):
         obs = view.get(name)
+        if name != primary and not _reachable(obs):
+            unreachable.append(name)
         if name == primary or not _is_replica(obs) or obs is None:
             continue
         receiver = obs.wal_receiver
         if receiver is None:
             verdicts[name] = "confirms: no WAL receiver"
-            confirms += 1
+            confirming.append(name)
         elif receiver.status != "streaming":
             verdicts[name] = f"confirms: WAL receiver {receiver.status}"
-            confirms += 1
+            confirming.append(name)
         elif receiver.last_msg_age_s is not None and (
             receiver.last_msg_age_s > settings.replica_silence_s
         ):
             verdicts[name] = f"confirms: silent for {receiver.last_msg_age_s:.1f} s"
-            confirms += 1
+            confirming.append(name)
         elif not _receiver_positively_at(receiver, primary_eps) and any(
             _receiver_positively_at(receiver, _node_endpoints(spec))
             for other, spec in specs.items()
@@ -257,11 +291,13 @@ def confirm_failure(
             vetoes += 1
     if vetoes:
         status = "not_confirmed"
-    elif confirms:
+    elif confirming:
         status = "confirmed"
     else:
         status = "no_replica"
-    return Confirmation(status, verdicts)
+    return Confirmation(
+        status, verdicts, tuple(confirming), tuple(unreachable), len(specs) // 2 + 1
+    )
 
 
 # --------------------------------------------------------------------------- candidates
@@ -875,8 +911,10 @@ class _Round:
             return
         quorum_note: dict[str, Any] = {}
         sync_standbys: str | None = None
+        quorum_verdict = None
         if quorum_mode(settings):
             verdict = failover_quorum(self.current_state(), self.view, self.names, primary)
+            quorum_verdict = verdict
             quorum_note = {
                 "quorum": verdict.reason,
                 "quorum_members": sorted(verdict.members),
@@ -914,6 +952,29 @@ class _Round:
                 )
                 figures = [c.as_dict() for c in ranking]
                 eligible = [c for c in ranking if c.eligible]
+        # A strict majority of confirmations, unless quorum mode's synchronous set
+        # already keeps the old primary from acknowledging a commit on its own.
+        quorum_holds = quorum_verdict is not None and quorum_verdict.ok and (
+            not quorum_verdict.unrestricted
+        )
+        if not confirmation.majority and not quorum_holds:
+            shortfall = confirmation.shortfall(primary, len(self.names))
+            self.condition(
+                f"no_majority:{primary}",
+                "failover_blocked",
+                primary,
+                f"primary {primary} looks down, but {shortfall}: the controller may be on"
+                " the minority side of a partition, no automatic failover; if"
+                f" {primary} is really down, an operator can run"
+                " 'hacontrol failover --to NODE --force'",
+                Severity.CRITICAL,
+                blocked_by="no_majority",
+                unreachable=list(confirmation.unreachable),
+                confirming=list(confirmation.confirming),
+                needed=confirmation.needed,
+                replicas=replicas,
+            )
+            return
         if not eligible:
             self.condition(
                 f"no_candidate:{primary}",
@@ -1505,6 +1566,16 @@ def _manual_failover(
     ranking = rank_candidates(state, view, specs, settings)
     info = next((c for c in ranking if c.node == to), None)
     problems = _promotion_problems(to, state, view, specs, settings, info)
+    old_primary = state.primary
+    if old_primary is not None and old_primary in specs and not _reachable(view.get(old_primary)):
+        # The controller may be cut off with a minority: promoting there makes a
+        # second primary beside the one the majority still uses.
+        confirmation = confirm_failure(old_primary, view, specs, settings)
+        if not confirmation.majority:
+            problems.append(
+                confirmation.shortfall(old_primary, len(specs))
+                + ": the controller may be on the minority side of a partition"
+            )
     sync_standbys: str | None = None
     if quorum_mode(settings):
         names = sorted(specs)

@@ -332,13 +332,14 @@ def test_promote_reason_lists_every_node_and_why_excluded() -> None:
             down("pg1", at),
             replica("pg2", at, wal=LOST),
             replica("pg3", at, lsn=BASE_LSN + 10, wal=LOST),
-            down("pg4", at),
+            # Reachable (a strict majority of 4 needs 3 confirmations), far behind.
+            replica("pg4", at, lsn=BASE_LSN - 32 * MB, wal=LOST),
         )
     (p,) = promotes(d)
     assert p.node == "pg2"
     assert [c.node for c in p.candidates] == ["pg2", "pg3", "pg4"]
     assert p.candidates[1].excluded == "priority 0 (never promoted)"
-    assert p.candidates[2].excluded == "unreachable"
+    assert (p.candidates[2].excluded or "").startswith("lag ")
     assert "pg3" in p.reason and "priority 0" in p.reason and "pg4" in p.reason
     assert "0/3000000" in p.reason
 
@@ -369,13 +370,15 @@ def test_excluded_replicas_are_never_candidates(flag: str) -> None:
 
 
 def test_recovering_replica_becomes_candidate_after_recovery_threshold() -> None:
-    sim = Sim(specs=(spec("pg1"), spec("pg2")))
+    # pg3 (never promoted) makes the confirmations a majority of the three nodes.
+    sim = Sim(specs=(spec("pg1"), spec("pg2"), spec("pg3", priority=0)))
     sim.warm()
-    sim.step(0.9, primary("pg1", 0.9), down("pg2", 0.9))
+    sim.step(0.9, primary("pg1", 0.9), down("pg2", 0.9), replica("pg3", 0.9))
     found = []
     for i in range(6):
         at = 1.0 + i * 0.2
-        found += promotes(sim.step(at, down("pg1", at), replica("pg2", at, wal=LOST)))
+        found += promotes(sim.step(at, down("pg1", at), replica("pg2", at, wal=LOST),
+                                   replica("pg3", at, wal=LOST)))
     # healthy at 1.0, 1.2, 1.4: candidate from the third healthy probe on
     assert len(found) == 1
 
@@ -596,11 +599,18 @@ def test_cool_down_blocks_a_second_automatic_failover() -> None:
     assert found == []
     blocked = [e for e in sim.all_events() if e.details.get("blocked_by") == "cooldown"]
     assert len(blocked) == 1
+    # After the cool-down, with pg2 back and then down again while both other nodes
+    # (pg1 rejoined as its replica) saw it go: a failover.
+    for i in range(4):
+        at = 301.0 + i * 0.2
+        sim.step(at, replica("pg1", at, tl=2, wal=receiver("pg2")), primary("pg2", at, tl=2),
+                 replica("pg3", at, tl=2, wal=receiver("pg2")))
     later = []
     for i in range(5):
-        at = 1.6 + 300.0 + i * 0.2
+        at = 302.0 + i * 0.2
         later += promotes(
-            sim.step(at, down("pg1", at), down("pg2", at), replica("pg3", at, tl=2, wal=LOST))
+            sim.step(at, replica("pg1", at, tl=2, wal=LOST), down("pg2", at),
+                     replica("pg3", at, tl=2, wal=LOST))
         )
     assert [p.node for p in later] == ["pg3"]
 

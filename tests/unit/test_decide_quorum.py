@@ -232,7 +232,7 @@ def test_a_shrunk_set_confirmed_by_its_member_allows_the_failover() -> None:
     assert promoted[0].sync_standbys == ""
 
 
-def test_an_async_primary_fails_over_as_usual_and_says_what_may_be_lost() -> None:
+def test_an_async_primary_needs_a_majority_as_usual() -> None:
     sim = Sim(settings=QUORUM)
     at = warm(sim) + 0.2
     sim.step(at, prim(at, LOCAL), down("pg2", at), down("pg3", at))
@@ -244,8 +244,14 @@ def test_an_async_primary_fails_over_as_usual_and_says_what_may_be_lost() -> Non
         sim.step(at, prim(at, "", stream("pg2")), replica("pg2", at), down("pg3", at))
         sim.state = replace(sim.state, sync_requested_at=at)  # the set is not applied yet
     decisions = crash(sim, at + 0.2, 6, replica("pg2", at, wal=None), down("pg3", at))
-    # The request to add pg2 is consulted too; pg2 is reachable, so it may go ahead.
-    assert [p.node for d in decisions for p in promotes(d)] == ["pg2"]
+    # No set in force promised anything, so the quorum rule does not stand in for the
+    # majority: with pg3 unreachable an automatic failover is blocked ...
+    assert not any(promotes(d) for d in decisions)
+    blocked = [e for d in decisions for e in d.events if e.kind == "failover_blocked"]
+    assert [e.details["blocked_by"] for e in blocked] == ["no_majority"]
+    # ... and an operator may force it; the request to add pg2 is consulted too.
+    forced = sim.request(ManualFailover("pg2", force=True))
+    assert [p.node for p in promotes(forced)] == ["pg2"]
 
 
 def test_manual_failover_is_refused_without_the_quorum_unless_forced() -> None:

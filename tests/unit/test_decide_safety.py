@@ -1,0 +1,70 @@
+"""Safety rules of the decision core found wanting in review: each test states the
+scenario that used to go wrong."""
+
+from __future__ import annotations
+
+from hacontrol.actions import ManualFailover
+from tests.unit.test_decide_support import (
+    Sim,
+    down,
+    promotes,
+    receiver,
+    replica,
+)
+
+
+def warm_then(sim: Sim, rounds: int = 4) -> float:
+    """Healthy rounds (pg1 primary, the others streaming from it); the last time."""
+    return sim.warm(rounds) + 0.2
+
+
+# --------------------------------------------------------------------------- 1: majority
+
+
+def test_a_minority_partition_never_promotes() -> None:
+    # {controller, pg3} cut off from {pg1, pg2, clients}: pg1 keeps serving, pg2 keeps
+    # streaming from it, pg3's receiver drops. pg3 alone must not fail pg1 over.
+    sim = Sim()
+    at = warm_then(sim)
+    found = []
+    for i in range(20):
+        t = at + i * 0.2
+        d = sim.step(t, down("pg1", t), down("pg2", t),
+                     replica("pg3", t, wal=receiver(status="waiting")))
+        found += promotes(d)
+    assert found == []
+    blocked = [e for e in sim.all_events() if e.kind == "failover_blocked"]
+    assert len(blocked) == 1
+    event = blocked[0]
+    assert event.details["blocked_by"] == "no_majority"
+    assert event.details["unreachable"] == ["pg2"]
+    assert "pg2" in event.message and "failover --to NODE --force" in event.message
+
+
+def test_a_majority_of_confirmations_fails_over() -> None:
+    sim = Sim()
+    at = warm_then(sim)
+    found = []
+    for i in range(6):
+        t = at + i * 0.2
+        found += promotes(sim.step(t, down("pg1", t), replica("pg2", t, wal=None),
+                                   replica("pg3", t, wal=receiver(status="waiting"))))
+    assert [p.node for p in found] == ["pg2"]
+
+
+def test_a_manual_failover_from_a_minority_needs_force_and_says_so() -> None:
+    sim = Sim()
+    at = warm_then(sim)
+    for i in range(6):
+        t = at + i * 0.2
+        sim.step(t, down("pg1", t), down("pg2", t),
+                 replica("pg3", t, wal=receiver(status="waiting")))
+    refused = sim.request(ManualFailover("pg3"))
+    assert refused.refused is not None and refused.actions == ()
+    assert "minority side of a partition" in refused.refused.message
+    assert "unreachable: pg2" in refused.refused.message
+    forced = sim.request(ManualFailover("pg3", force=True))
+    assert [p.node for p in promotes(forced)] == ["pg3"]
+    (started,) = forced.events
+    assert started.details["forced"] is True
+    assert any("minority side" in o for o in started.details["overrides"])
