@@ -148,10 +148,14 @@ async def repoint(
 
 async def fence(spec: NodeSpec, *, connect_timeout: float) -> StepResult:
     """Stop a node from taking writes: default_transaction_read_only=on, reload, and
-    terminate client sessions so no open session keeps writing.
+    terminate every client session but this one, so no open session keeps writing
+    (an application name proves nothing: any client can call itself "hacontrol";
+    the controller's own probe connections simply reconnect).
 
     libpq clients with target_session_attrs=read-write skip it from then on
-    (PostgreSQL >= 14 reports default_transaction_read_only at connect).
+    (PostgreSQL >= 14 reports default_transaction_read_only at connect). A soft
+    fence: a new session can still ``SET SESSION CHARACTERISTICS AS TRANSACTION
+    READ WRITE`` and write; see docs/detection.md for what closes that.
     """
     started = time.monotonic()
     try:
@@ -164,7 +168,6 @@ async def fence(spec: NodeSpec, *, connect_timeout: float) -> StepResult:
         terminated = await conn.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-            " AND coalesce(application_name, '') NOT LIKE 'hacontrol%'"
         )
         return StepResult(
             True, f"read-only; {terminated} client session(s) ended", time.monotonic() - started

@@ -1037,6 +1037,15 @@ class _Round:
                 f"primary {primary} is down, but {', '.join(writable)} still accept writes:"
                 " waiting for the fence"
             )
+        # A read-only (fenced) primary is only softly fenced: a session can still turn
+        # read-write and write. Until it is rejoined or stopped it blocks a promotion.
+        others = [n for n in self.names if n != primary and _is_primary(self.obs(n))]
+        if others:
+            return "writable", (
+                f"primary {primary} is down, but {', '.join(others)} still run as a primary"
+                " (read-only, which a session can undo): rejoin or stop"
+                f" {'it' if len(others) == 1 else 'them'} first"
+            )
         return None
 
     def consider_failback(self) -> None:
@@ -1496,6 +1505,14 @@ def _promotion_problems(
             f"{name} is backed off after a failed promote"
             f" for {health.backoff_until - view.at:.0f} s"
         )
+    others = [
+        n for n in specs if n not in (name, state.primary) and _is_primary(view.get(n))
+    ]
+    if others:
+        problems.append(
+            f"{', '.join(others)} still run as a (read-only) primary, which a session can"
+            " turn read-write: rejoin or stop it first"
+        )
     if _reachable(obs) and health.consecutive_successes < settings.recovery_threshold:
         problems.append(
             f"{name} is not healthy yet ({health.consecutive_successes}/"
@@ -1695,7 +1712,8 @@ def handle_request(
                 "unknown_node",
                 f"{node} is not a configured node ({', '.join(by_name)})",
             )
-        if node != state.primary and _writable(view.get(node)):
+        obs = view.get(node)
+        if node != state.primary and _writable(obs):
             return _refuse(
                 state,
                 request,
@@ -1703,6 +1721,17 @@ def handle_request(
                 "not_fenced_writable",
                 f"{node} still accepts writes as a primary: rejoin it as a replica of"
                 f" {state.primary or 'the primary'} first",
+            )
+        if node in state.fenced and not _is_replica(obs):
+            # Read-only is no proof: a fenced primary's sessions can turn read-write.
+            seen = "unreachable" if not _reachable(obs) else f"seen as {obs.role if obs else '?'}"
+            return _refuse(
+                state,
+                request,
+                node,
+                "not_a_replica",
+                f"{node} is {seen}, not a replica: a fenced node is taken back only once it"
+                f" runs as a replica of {state.primary or 'the primary'}",
             )
         changed = node in state.fenced
         message = f"{node} rejoined: no longer fenced" if changed else f"{node} was not fenced"

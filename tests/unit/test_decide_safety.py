@@ -3,10 +3,11 @@ scenario that used to go wrong."""
 
 from __future__ import annotations
 
-from hacontrol.actions import ManualFailover
+from hacontrol.actions import ManualFailover, NodeRejoined, RejoinRequest
 from tests.unit.test_decide_support import (
     Sim,
     down,
+    primary,
     promotes,
     receiver,
     replica,
@@ -68,3 +69,60 @@ def test_a_manual_failover_from_a_minority_needs_force_and_says_so() -> None:
     (started,) = forced.events
     assert started.details["forced"] is True
     assert any("minority side" in o for o in started.details["overrides"])
+
+
+# --------------------------------------------------------------------------- 2: soft fence
+
+
+def fenced_old_primary_sim() -> tuple[Sim, float]:
+    """pg1 failed over to pg2; pg1 is back as a read-only (fenced) primary."""
+    sim = Sim()
+    at = warm_then(sim)
+    for i in range(5):
+        t = at + i * 0.2
+        sim.step(t, down("pg1", t), replica("pg2", t, wal=None), replica("pg3", t, wal=None))
+    assert sim.state.in_flight is not None and sim.state.in_flight.candidate == "pg2"
+    at += 1.2
+    for i in range(5):
+        t = at + i * 0.2
+        sim.step(t, primary("pg1", t, read_only=True), primary("pg2", t, tl=2),
+                 replica("pg3", t, tl=2, wal=receiver("pg2")))
+    assert sim.state.primary == "pg2" and "pg1" in sim.state.fenced
+    return sim, at + 1.0
+
+
+def test_a_fenced_node_seen_as_primary_is_never_taken_back_as_rejoined() -> None:
+    sim, _ = fenced_old_primary_sim()
+    refused = sim.request(NodeRejoined("pg1"))
+    assert refused.refused is not None and refused.refused.code == "not_a_replica"
+    assert "pg1" in sim.state.fenced
+    # Through the rejoin request too (no driver: "rejoined by hand").
+    refused = sim.request(RejoinRequest("pg1"))
+    assert refused.refused is not None and "pg1" in sim.state.fenced
+
+
+def test_a_fenced_node_that_runs_as_a_replica_is_taken_back() -> None:
+    sim, at = fenced_old_primary_sim()
+    sim.step(at, replica("pg1", at, tl=2, wal=receiver("pg2")), primary("pg2", at, tl=2),
+             replica("pg3", at, tl=2, wal=receiver("pg2")))
+    accepted = sim.request(NodeRejoined("pg1"))
+    assert accepted.refused is None and "pg1" not in sim.state.fenced
+
+
+def test_a_read_only_primary_still_blocks_a_promotion() -> None:
+    sim, at = fenced_old_primary_sim()
+    for i in range(4):
+        t = at + 400 + i * 0.2  # past the cool-down
+        sim.step(t, primary("pg1", t, read_only=True), primary("pg2", t, tl=2),
+                 replica("pg3", t, tl=2, wal=receiver("pg2")))
+    found = []
+    for i in range(10):
+        t = at + 401 + i * 0.2
+        found += promotes(sim.step(t, primary("pg1", t, read_only=True), down("pg2", t),
+                                   replica("pg3", t, tl=2, wal=None)))
+    assert found == []
+    blocked = [e for e in sim.all_events() if e.kind == "failover_blocked"]
+    assert [e.details["blocked_by"] for e in blocked] == ["writable"]
+    assert "pg1 still run as a primary" in blocked[0].message
+    refused = sim.request(ManualFailover("pg3"))
+    assert refused.refused is not None and "pg1 still run as a" in refused.refused.message
