@@ -78,10 +78,15 @@ class Repoint:
 
 @dataclass(frozen=True, slots=True)
 class Fence:
-    """Stop ``node`` from taking writes (read-only, sessions ended, fence hook)."""
+    """Stop ``node`` from taking writes (read-only, sessions ended, fence hook).
+
+    ``then``: a fence of an unreachable old primary before its failover; the
+    Promote follows only once the fence succeeded (see ``apply_outcome``).
+    """
 
     node: str
     reason: str
+    then: Promote | None = None
 
 
 @dataclass(frozen=True, slots=True)

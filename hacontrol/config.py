@@ -417,6 +417,7 @@ class Config(BaseSettings):
             candidate_backoff_s=f.candidate_backoff,
             switchover_timeout_s=self.switchover.timeout,
             rejoin_automatic=self.rejoin.automatic,
+            fence_before_promote=bool(self.hooks.fence),
             synchronous=self.replication.synchronous,
             sync_quorum=self.replication.quorum,
             sync_strict=self.replication.strict,
@@ -915,6 +916,29 @@ def config_warnings(config: Config) -> list[str]:
             "postgres.heartbeat is off: on an idle primary, replica lag and liveness are "
             "measured less precisely"
         )
+    if (
+        config.mode is not FailoverMode.MANUAL
+        and not config.hooks.fence
+        and not config.hooks.pre_promote
+        and config.replication.synchronous == "off"
+    ):
+        warnings.append(
+            "no hooks.fence, no hooks.pre_promote and replication.synchronous is off: a hung "
+            "old primary that wakes up after a failover can take writes for up to one probe "
+            f"round ({_seconds(config.timing.probe_interval)} + probe time) before it is "
+            "fenced; set a fence or pre_promote hook (e.g. STONITH), or use "
+            'replication.synchronous = "quorum"'
+        )
+    if (
+        len(config.nodes) == 2
+        and config.mode is not FailoverMode.MANUAL
+        and config.replication.synchronous == "off"
+    ):
+        warnings.append(
+            "2 nodes: an automatic failover needs a strict majority of the nodes to confirm "
+            "(2 replicas), which 2 nodes cannot give, so every failover is manual; add a "
+            'third node, or use replication.synchronous = "quorum"'
+        )
     if config.failover.failback and config.mode is not FailoverMode.AUTOMATIC:
         warnings.append(f"failover.failback has no effect in {config.mode.value} mode")
     warnings += _replication_warnings(config)
@@ -1124,6 +1148,9 @@ def explain(config: Config) -> str:
         f"for {_seconds(t.replica_silence)}",
         "  if the replicas still hear from the primary, only the controller is cut off: "
         "no failover, a warning",
+        f"  an automatic failover needs {len(config.nodes) // 2 + 1} of the "
+        f"{len(config.nodes)} nodes' replicas confirming (a strict majority), so a "
+        "controller cut off with a minority never promotes",
         f"  a failed node counts as healthy again after {t.recovery_threshold} "
         "consecutive healthy probes",
         "candidates:",
@@ -1156,6 +1183,11 @@ def explain(config: Config) -> str:
     for name in ("pre_promote", "fence", "on_role_change"):
         command = getattr(h, name)
         lines.append(f"  {name}: {redact_text(command) if command else '(none)'}")
+    if h.fence:
+        lines.append(
+            "  an unreachable old primary is fenced (fence hook) before a promote; "
+            "a failed fence aborts the promote"
+        )
     lines.append(f"journal: {config.journal}")
     lines.append(_api_line(config.api))
     warnings = config_warnings(config)

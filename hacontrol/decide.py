@@ -559,6 +559,7 @@ class _Round:
                     last_failure_at=None,
                     consecutive_successes=successes,
                     down=down,
+                    fence_failed_at=None,
                 )
             else:
                 health = replace(
@@ -996,7 +997,7 @@ class _Round:
             sync_standbys = target.value
             reason += f"; {quorum_note.get('quorum', '')}; its synchronous set: {target.reason}"
         promote = Promote(chosen.node, reason, primary, ranking, sync_standbys=sync_standbys)
-        if not self.act(promote):
+        if not self.act(_fence_first(promote, primary, self.view, settings)):
             return
         self.in_flight = FailoverInFlight(
             candidate=chosen.node,
@@ -1026,6 +1027,13 @@ class _Round:
             return "maintenance", f"primary {primary} is in maintenance: no failover"
         if settings.mode is FailoverMode.MANUAL:
             return "manual", f"primary {primary} is down; manual mode: an operator must fail over"
+        fence_failed = self.nodes[primary].fence_failed_at
+        if fence_failed is not None and self.at - fence_failed < settings.candidate_backoff_s:
+            left = settings.candidate_backoff_s - (self.at - fence_failed)
+            return "fence_failed", (
+                f"primary {primary} is down, but fencing it before the promote failed:"
+                f" retrying in {left:.0f} s"
+            )
         if self.last_failover_at is not None and (
             self.at - self.last_failover_at < settings.cooldown_s
         ):
@@ -1313,6 +1321,21 @@ class _Round:
             self.primary = None
         state = replace(self.current_state(), conditions=frozenset(keys))
         return Decision(state, tuple(self.actions), tuple(ordered))
+
+
+def _fence_first(
+    promote: Promote, old: str, view: ClusterView, settings: DecisionSettings
+) -> Action:
+    """The Promote, or — with a fence hook configured and the old primary unreachable
+    (dead, or only hung and able to wake up) — a Fence of the old primary that the
+    Promote follows only once the fence succeeded."""
+    if not settings.fence_before_promote or not old or _reachable(view.get(old)):
+        return promote
+    return Fence(
+        old,
+        f"{old} is unreachable and may only be hung: fence it before promoting {promote.node}",
+        then=promote,
+    )
 
 
 def decide(
@@ -1646,7 +1669,8 @@ def _manual_failover(
     )
     new_state = replace(state, in_flight=flight, last_failover_at=at, failback_since=None)
     promote = Promote(to, reason, old, ranking, sync_standbys=sync_standbys)
-    return Decision(new_state, (promote,), (event,))
+    first = _fence_first(promote, old, view, settings) if old in specs else promote
+    return Decision(new_state, (first,), (event,))
 
 
 def handle_request(
@@ -1876,6 +1900,9 @@ def apply_outcome(
             Severity.CRITICAL,
         )
         return Decision(new_state, (), (event,))
+    if isinstance(action, Fence) and action.then is not None:
+        return _fence_first_outcome(state, outcome, action.then, at,
+                                    settings or DecisionSettings())
     if isinstance(action, Switchover):
         return _switchover_outcome(state, outcome, at, settings or DecisionSettings())
     if isinstance(action, Rejoin):
@@ -1895,6 +1922,56 @@ def apply_outcome(
         kind, action.node, f"{kind.replace('_', ' ')} on {action.node}: {detail}", details, severity
     )
     return Decision(state, (), (event,))
+
+
+def _fence_first_outcome(
+    state: ControllerState,
+    outcome: ActionOutcome,
+    promote: Promote,
+    at: float,
+    settings: DecisionSettings,
+) -> Decision:
+    """The fence of an unreachable old primary before its failover: succeeded, the
+    Promote follows; otherwise nothing is promoted and the failover is cleared (its
+    cool-down lifted), to be tried again after ``candidate_backoff_s``."""
+    old = outcome.action.node
+    flight = state.in_flight
+    details: dict[str, Any] = {"status": str(outcome.status), "detail": outcome.detail}
+    if flight is None or flight.candidate != promote.node:
+        event = Event(
+            "promote_outcome_ignored",
+            promote.node,
+            f"fence of {old} for a promote of {promote.node} that is not in flight:"
+            f" {outcome.detail}; not promoted",
+            details,
+            Severity.WARNING,
+        )
+        return Decision(state, (), (event,))
+    if outcome.status is OutcomeStatus.SUCCEEDED:
+        event = Event(
+            "old_primary_fenced",
+            old,
+            f"{old} fenced before the promote of {promote.node}: {outcome.detail}",
+            details,
+            Severity.WARNING,
+        )
+        return Decision(state, (promote,), (event,))
+    nodes = dict(state.nodes)
+    nodes[old] = replace(nodes.get(old, NodeHealth()), fence_failed_at=at)
+    new_state = replace(
+        state, nodes=nodes, in_flight=None, last_failover_at=flight.previous_failover_at
+    )
+    event = Event(
+        "failover_failed",
+        promote.node,
+        f"fencing {old} before the promote of {promote.node} failed: {outcome.detail};"
+        f" nothing promoted (a hung {old} could wake up and take writes). Tried again in"
+        f" {settings.candidate_backoff_s:g} s; fix the fence hook, or make sure {old} is"
+        " down and fail over by hand",
+        {**details, "old_primary": old},
+        Severity.CRITICAL,
+    )
+    return Decision(new_state, (), (event,))
 
 
 def _rejoin_request(

@@ -174,3 +174,6 @@ class DecisionSettings:
     # ``rejoin_nodes``: the nodes whose driver can run the rejoin procedure.
     rejoin_automatic: bool = True
     rejoin_nodes: frozenset[str] = frozenset()
+    # A fence hook is configured: an unreachable old primary is fenced (the hook,
+    # e.g. STONITH) before a promote, and a failed fence aborts the promote.
+    fence_before_promote: bool = False

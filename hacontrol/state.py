@@ -31,6 +31,9 @@ class NodeHealth:
     last_repoint_at: float | None = None
     # Not a promotion candidate before this time (after a failed or abandoned promote).
     backoff_until: float | None = None
+    # When the fence of this (unreachable, failed) primary before a promote failed;
+    # the failover away from it is retried after candidate_backoff_s.
+    fence_failed_at: float | None = None
 
     def sustained_failure(self, threshold: int, window_s: float) -> bool:
         """True when the current run of failures is long enough and spans the window."""

@@ -32,6 +32,16 @@ priority = 50
 replication_dsn = "host=10.0.0.2 port=5432 user=replicator"
 """
 
+# Three nodes and a fence hook: nothing to warn about.
+QUIET = NODES + """
+[[nodes]]
+name = "pg3"
+dsn = "host=10.0.0.3 port=5432 user=hacontrol dbname=postgres"
+
+[hooks]
+fence = "/usr/local/sbin/fence-node"
+"""
+
 
 def write(tmp_path: Path, text: str, name: str = "hacontrol.toml") -> Path:
     path = tmp_path / name
@@ -598,7 +608,7 @@ def test_explain_warns_about_unmanaged_settings_and_failback_outside_automatic(
 
 
 def test_explain_without_warnings(tmp_path: Path) -> None:
-    out = explain(load_config(write(tmp_path, NODES), {}))
+    out = explain(load_config(write(tmp_path, QUIET), {}))
     assert "warnings:" not in out
     assert "no automatic failback" in out
 
@@ -719,7 +729,7 @@ def test_api_token_problems_never_quote_the_token(tmp_path: Path) -> None:
 def test_api_token_file_relative_to_the_config_and_stripped(tmp_path: Path) -> None:
     (tmp_path / "api.token").write_text(TOKEN + "\n", encoding="utf-8")
     (tmp_path / "api.token").chmod(0o600)
-    config = load_config(write(tmp_path, NODES + '[api]\ntoken_file = "api.token"\n'), {})
+    config = load_config(write(tmp_path, QUIET + '[api]\ntoken_file = "api.token"\n'), {})
     assert config.api.bearer_token() == TOKEN
     assert config.api.token_file == tmp_path.resolve() / "api.token"
     out = explain(config)
@@ -760,12 +770,12 @@ def test_api_empty_token_file_means_unset(tmp_path: Path) -> None:
 
 
 def test_api_explain_disabled_and_public_listen(tmp_path: Path) -> None:
-    out = explain(load_config(write(tmp_path, NODES + "[api]\nenabled = false\n"), {}))
+    out = explain(load_config(write(tmp_path, QUIET + "[api]\nenabled = false\n"), {}))
     assert "api: disabled" in out and "warnings:" not in out
     out = explain(load_config(write(tmp_path, NODES + '[api]\nlisten = "0.0.0.0:8008"\n'), {}))
     assert "api: http://0.0.0.0:8008 (status, health checks and metrics open;" in out
     assert "api.listen (0.0.0.0:8008) is not a loopback address" in out
-    out = explain(load_config(write(tmp_path, NODES + '[api]\nlisten = "[::1]:8008"\n'), {}))
+    out = explain(load_config(write(tmp_path, QUIET + '[api]\nlisten = "[::1]:8008"\n'), {}))
     assert "api: http://[::1]:8008" in out and "warnings:" not in out
 
 
@@ -924,3 +934,20 @@ def test_switchover_timeout_must_cover_catchup_and_rejoin(tmp_path: Path) -> Non
         " + rejoin.timeout = 40 s"
     )
     assert line.endswith("(got 20)")
+
+
+def test_warnings_for_an_unfenced_automatic_setup_and_for_two_nodes(tmp_path: Path) -> None:
+    hung = "a hung old primary that wakes up after a failover can take writes"
+    pair = "2 nodes: an automatic failover needs a strict majority"
+    out = explain(load_config(write(tmp_path, NODES), {}))
+    assert hung in out and "set a fence or pre_promote hook" in out and pair in out
+    assert 'replication.synchronous = "quorum"' in out
+    assert "needs 2 of the 2 nodes' replicas confirming" in out
+    manual = explain(load_config(write(tmp_path, 'mode = "manual"\n' + NODES), {}))
+    assert hung not in manual and pair not in manual
+    hooked = explain(load_config(write(tmp_path, NODES + '[hooks]\npre_promote = "x"\n'), {}))
+    assert hung not in hooked and pair in hooked
+    quiet = load_config(write(tmp_path, QUIET), {})
+    assert quiet.decision_settings().fence_before_promote is True
+    assert "fenced (fence hook) before a promote" in explain(quiet)
+    assert load_config(write(tmp_path, NODES), {}).decision_settings().fence_before_promote is False

@@ -3,10 +3,23 @@ scenario that used to go wrong."""
 
 from __future__ import annotations
 
-from hacontrol.actions import ManualFailover, NodeRejoined, RejoinRequest
+from dataclasses import replace
+
+from hacontrol.actions import (
+    Action,
+    ActionOutcome,
+    Fence,
+    ManualFailover,
+    NodeRejoined,
+    OutcomeStatus,
+    Promote,
+    RejoinRequest,
+)
 from tests.unit.test_decide_support import (
+    SETTINGS,
     Sim,
     down,
+    kinds,
     primary,
     promotes,
     receiver,
@@ -126,3 +139,67 @@ def test_a_read_only_primary_still_blocks_a_promotion() -> None:
     assert "pg1 still run as a primary" in blocked[0].message
     refused = sim.request(ManualFailover("pg3"))
     assert refused.refused is not None and "pg1 still run as a" in refused.refused.message
+
+
+# --------------------------------------------------------------------------- 3: fence first
+
+FENCE_HOOK = replace(SETTINGS, fence_before_promote=True)
+
+
+def crash_until_action(sim: Sim, at: float) -> tuple[Action, float]:
+    for i in range(10):
+        t = at + i * 0.2
+        d = sim.step(t, down("pg1", t), replica("pg2", t, wal=None), replica("pg3", t, wal=None))
+        if d.actions:
+            (first,) = d.actions
+            return first, t
+    raise AssertionError("no action")
+
+
+def test_with_a_fence_hook_the_unreachable_old_primary_is_fenced_before_the_promote() -> None:
+    sim = Sim(settings=FENCE_HOOK)
+    first, t = crash_until_action(sim, warm_then(sim))
+    assert isinstance(first, Fence) and first.node == "pg1"
+    assert first.then is not None and first.then.node == "pg2"
+    assert sim.state.in_flight is not None and sim.state.in_flight.candidate == "pg2"
+    follow = sim.report(ActionOutcome(first, OutcomeStatus.SUCCEEDED, "fence hook ok"), t)
+    assert follow.actions == (first.then,)
+    assert kinds(follow.events) == ["old_primary_fenced"]
+
+
+def test_a_failed_fence_aborts_the_promote_and_is_retried_after_the_backoff() -> None:
+    sim = Sim(settings=FENCE_HOOK)
+    first, t = crash_until_action(sim, warm_then(sim))
+    assert isinstance(first, Fence)
+    failed = sim.report(ActionOutcome(first, OutcomeStatus.FAILED, "cannot connect"), t)
+    assert failed.actions == ()
+    assert kinds(failed.events) == ["failover_failed"]
+    assert sim.state.in_flight is None and sim.state.last_failover_at is None
+    # Not at once (every round would run the hook again) ...
+    found: list[Action] = []
+    for i in range(20):
+        at = t + 0.2 + i * 0.2
+        found += sim.step(at, down("pg1", at), replica("pg2", at, wal=None),
+                          replica("pg3", at, wal=None)).actions
+    assert found == []
+    blocked = [e for e in sim.all_events() if e.details.get("blocked_by") == "fence_failed"]
+    assert len(blocked) == 1
+    # ... but after the backoff, again fence first.
+    again, _ = crash_until_action(sim, t + SETTINGS.candidate_backoff_s + 1)
+    assert isinstance(again, Fence) and again.then is not None
+
+
+def test_without_a_fence_hook_or_with_the_old_primary_reachable_no_fence_first() -> None:
+    sim = Sim()
+    first, _ = crash_until_action(sim, warm_then(sim))
+    assert isinstance(first, Promote)
+
+
+def test_a_manual_failover_fences_the_unreachable_old_primary_first() -> None:
+    sim = Sim(settings=FENCE_HOOK)
+    at = warm_then(sim)
+    sim.step(at, down("pg1", at), replica("pg2", at, wal=None), replica("pg3", at, wal=None))
+    d = sim.request(ManualFailover("pg3"))
+    (first,) = d.actions
+    assert isinstance(first, Fence) and first.node == "pg1"
+    assert first.then is not None and first.then.node == "pg3"
