@@ -96,6 +96,8 @@ def run_trial(fault: str, profile: str, workdir: Path, sync: str = "off") -> Tri
         journal.unlink(missing_ok=True)
         config.write_text(
             f'journal = "{journal}"\n' + cluster.config_toml() + PROFILES[profile]
+            # The drill measures failover, not the API: no listener to collide with.
+            + "\n[api]\nenabled = false\n"
             + SYNC_MODES[sync]
         )
         log = (workdir / "controller.log").open("w")

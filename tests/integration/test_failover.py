@@ -201,7 +201,10 @@ def test_controller_killed_after_promotion_does_not_promote_again(
 ) -> None:
     journal = tmp_path / "j.jsonl"
     config = tmp_path / "hacontrol.toml"
-    config.write_text(f'journal = "{journal}"\n' + cluster.config_toml())
+    # No API: this test is about the loop, and port 8008 may be taken on the machine.
+    config.write_text(
+        f'journal = "{journal}"\n' + cluster.config_toml() + "\n[api]\nenabled = false\n"
+    )
     log = tmp_path / "controller.log"
 
     def journal_has(kind: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from hacontrol.testing.local_cluster import free_port
 from hacontrol.testing.workload import Writer, create_table, lost_writes, read_ids
 
 from .operator_support import TOKEN, ServiceThread, hacontrol, output
-from .support import kinds, stop_receiver, wait_until, write_rows
+from .support import kinds, wait_until, write_rows
 
 pytestmark = pytest.mark.integration
 
@@ -168,15 +169,22 @@ def test_switchover_to_a_lagging_target_is_refused_with_the_reason(
     config = write_config(cluster, tmp_path, sections={"failover": {"max_lag_bytes": 1 << 20}})
     with ServiceThread(config) as st:
         wait_until(lambda: settled(st, "pg1"), 20, "pg1 adopted, all healthy")
-        stop_receiver(cluster, "pg2")
-        write_rows(cluster, "pg1", 3000, size=1000)  # ~3 MB pg2 never receives
+        # Freeze only pg2's WAL receiver: it still looks attached to pg1 (so the
+        # controller has nothing to repoint) but receives nothing, so pg2 falls
+        # behind and stays behind while the request is decided.
+        receiver = int(cluster.node("pg2").query("SELECT pid FROM pg_stat_wal_receiver")[0][0])
+        os.kill(receiver, signal.SIGSTOP)
+        try:
+            write_rows(cluster, "pg1", 3000, size=1000)  # ~3 MB pg2 does not receive
 
-        def lagging() -> bool:
-            rows = {n["name"]: n for n in st.service.controller.snapshot()["nodes"]}
-            return bool((rows["pg2"].get("lag_bytes") or 0) > (1 << 20))
+            def lagging() -> bool:
+                rows = {n["name"]: n for n in st.service.controller.snapshot()["nodes"]}
+                return bool((rows["pg2"].get("lag_bytes") or 0) > (1 << 20))
 
-        wait_until(lagging, 10, "pg2 seen lagging")
-        result = hacontrol(config, "switchover", "--to", "pg2")
+            wait_until(lagging, 10, "pg2 seen lagging")
+            result = hacontrol(config, "switchover", "--to", "pg2")
+        finally:
+            os.kill(receiver, signal.SIGCONT)
         assert result.returncode == 1, output(result)
         assert "refused: pg2 is" in result.stderr and "behind (max 1 MiB)" in result.stderr
         assert "wait until it catches up" in result.stderr
