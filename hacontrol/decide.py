@@ -237,7 +237,11 @@ class Confirmation:
 
 
 def confirm_failure(
-    primary: str, view: ClusterView, specs: Mapping[str, NodeSpec], settings: DecisionSettings
+    primary: str,
+    view: ClusterView,
+    specs: Mapping[str, NodeSpec],
+    settings: DecisionSettings,
+    history: Mapping[str, NodeHealth] | None = None,
 ) -> Confirmation:
     """Ask every reachable replica whether it lost ``primary`` too.
 
@@ -250,7 +254,13 @@ def confirm_failure(
     confirming ones are a strict majority of the configured nodes, which an
     automatic failover needs as well (a controller cut off together with a
     minority must not promote on that minority's word).
+
+    With ``history`` (the nodes' health), a replica confirms only if it was seen
+    streaming from the primary within ``replica_silence_s`` before the primary's
+    first failed probe of the current run: a replica that was already broken says
+    nothing about the primary, so it neither confirms nor vetoes.
     """
+    failed_since = history[primary].first_failure_at if history and primary in history else None
     primary_spec = specs.get(primary)
     primary_eps = _node_endpoints(primary_spec) if primary_spec else ()
     verdicts: dict[str, str] = {}
@@ -264,7 +274,15 @@ def confirm_failure(
         if name == primary or not _is_replica(obs) or obs is None:
             continue
         receiver = obs.wal_receiver
-        if receiver is None:
+        lost = receiver is None or receiver.status != "streaming" or (
+            receiver.last_msg_age_s is not None
+            and receiver.last_msg_age_s > settings.replica_silence_s
+        )
+        if lost and history is not None and not _was_streaming(
+            history.get(name), primary, failed_since, settings
+        ):
+            verdicts[name] = "neutral: was not streaming from the primary before it failed"
+        elif receiver is None:
             verdicts[name] = "confirms: no WAL receiver"
             confirming.append(name)
         elif receiver.status != "streaming":
@@ -298,6 +316,20 @@ def confirm_failure(
     return Confirmation(
         status, verdicts, tuple(confirming), tuple(unreachable), len(specs) // 2 + 1
     )
+
+
+def _was_streaming(
+    health: NodeHealth | None,
+    primary: str,
+    failed_since: float | None,
+    settings: DecisionSettings,
+) -> bool:
+    """True when the replica streamed from ``primary`` shortly before it failed."""
+    if health is None or health.streaming_from != primary or health.last_streaming_at is None:
+        return False
+    if failed_since is None:
+        return True
+    return health.last_streaming_at >= failed_since - settings.replica_silence_s
 
 
 # --------------------------------------------------------------------------- candidates
@@ -582,7 +614,28 @@ class _Round:
                             Severity.WARNING,
                             error=error,
                         )
+            if self.primary is not None and name != self.primary:
+                health = self.track_streaming(name, obs, health)
             self.nodes[name] = health
+
+    def track_streaming(
+        self, name: str, obs: Observation | None, health: NodeHealth
+    ) -> NodeHealth:
+        """Remember when replica ``name`` was last seen streaming live from the primary."""
+        assert self.primary is not None
+        receiver = obs.wal_receiver if _is_replica(obs) and obs is not None else None
+        if (
+            obs is None
+            or receiver is None
+            or not _streaming(receiver)
+            or not _receiver_matches(receiver, _node_endpoints(self.specs[self.primary]))
+            or (
+                receiver.last_msg_age_s is not None
+                and receiver.last_msg_age_s > self.settings.replica_silence_s
+            )
+        ):
+            return health
+        return replace(health, streaming_from=self.primary, last_streaming_at=obs.at)
 
     def track_primary(self) -> None:
         obs = self.obs(self.primary) if self.primary else None
@@ -862,7 +915,7 @@ class _Round:
             span_s=round(span, 3),
             error=obs.error if obs is not None else "not probed",
         )
-        confirmation = confirm_failure(primary, self.view, self.specs, settings)
+        confirmation = confirm_failure(primary, self.view, self.specs, settings, self.nodes)
         replicas = dict(confirmation.replicas)
         if confirmation.status == "not_confirmed":
             self.condition(

@@ -31,6 +31,11 @@ class NodeHealth:
     last_repoint_at: float | None = None
     # Not a promotion candidate before this time (after a failed or abandoned promote).
     backoff_until: float | None = None
+    # The primary this replica was last seen streaming from live (heard within
+    # replica_silence_s), and when: only a replica that was streaming from the
+    # primary shortly before it failed may confirm the failure.
+    streaming_from: str | None = None
+    last_streaming_at: float | None = None
     # When the fence of this (unreachable, failed) primary before a promote failed;
     # the failover away from it is retried after candidate_backoff_s.
     fence_failed_at: float | None = None

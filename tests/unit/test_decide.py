@@ -592,7 +592,7 @@ def test_cool_down_blocks_a_second_automatic_failover() -> None:
         )
     found = []
     for i in range(10):
-        at = 10.0 + i * 0.2
+        at = 3.0 + i * 0.2
         found += promotes(
             sim.step(at, down("pg1", at), down("pg2", at), replica("pg3", at, tl=2, wal=LOST))
         )

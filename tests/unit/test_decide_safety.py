@@ -203,3 +203,37 @@ def test_a_manual_failover_fences_the_unreachable_old_primary_first() -> None:
     (first,) = d.actions
     assert isinstance(first, Fence) and first.node == "pg1"
     assert first.then is not None and first.then.node == "pg3"
+
+
+# --------------------------------------------------------------------------- 4: history
+
+
+def test_a_replica_that_was_already_broken_neither_confirms_nor_vetoes() -> None:
+    # pg3 lost its upstream long before pg1 failed: its silence says nothing about pg1,
+    # and with it out the confirmations are no majority of the three nodes.
+    sim = Sim()
+    at = 0.0
+    for i in range(40):
+        at = i * 0.2
+        sim.step(at, primary("pg1", at), replica("pg2", at),
+                 replica("pg3", at, wal=receiver(status="waiting")))
+    found = []
+    for i in range(10):
+        t = at + 0.2 + i * 0.2
+        found += promotes(sim.step(t, down("pg1", t), replica("pg2", t, wal=None),
+                                   replica("pg3", t, wal=receiver(status="waiting"))))
+    assert found == []
+    (blocked,) = [e for e in sim.all_events() if e.kind == "failover_blocked"]
+    assert blocked.details["confirming"] == ["pg2"]
+    assert blocked.details["replicas"]["pg3"].startswith("neutral: was not streaming")
+
+
+def test_a_replica_streaming_until_shortly_before_the_failure_confirms() -> None:
+    sim = Sim()
+    at = warm_then(sim)
+    found = []
+    for i in range(8):
+        t = at + 2.0 + i * 0.2  # within replica_silence of the last streaming round
+        found += promotes(sim.step(t, down("pg1", t), replica("pg2", t, wal=None),
+                                   replica("pg3", t, wal=None)))
+    assert [p.node for p in found] == ["pg2"]
