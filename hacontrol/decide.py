@@ -9,7 +9,8 @@ No I/O, no clocks, no logging: time comes from ``ClusterView.at`` and
 * the candidate is the eligible replica with the most WAL, then priority, then name;
 * never two writable primaries: a second writable primary is fenced every round it
   is seen, and no Promote is sent while any writable primary is seen;
-* one failover in flight, a cool-down between failovers, paused means no actions;
+* one failover in flight, a cool-down between failovers, paused means no actions
+  but fences;
 * events are emitted on transitions only.
 
 Operator requests (pause, maintenance, manual failover, switchover, rejoin) go
@@ -876,8 +877,9 @@ class _Round:
                 f" {self.primary or 'undecided'}"
             )
             self.mark_fenced(name, why)
-            ours = self.operator_flight is not None and name == self.operator_flight.old_primary
-            self.act(Fence(name, f"{name} accepts writes but must not: {why}"), operator=ours)
+            # Safety before liveness: a fence goes out even while paused (paused stops
+            # the controller changing the cluster, not it keeping two primaries apart).
+            self.act(Fence(name, f"{name} accepts writes but must not: {why}"), operator=True)
 
     def adopt(self, name: str, old: str | None, why: str) -> None:
         self.set_primary(name)

@@ -264,7 +264,7 @@ def test_semi_automatic_fails_over_but_never_fails_back() -> None:
         assert promotes(d) == []
 
 
-def test_paused_means_no_actions_at_all_but_events_still() -> None:
+def test_paused_means_no_actions_but_fences_and_events_still() -> None:
     sim = Sim()
     sim.warm()
     sim.state = replace(sim.state, paused=True)
@@ -273,10 +273,10 @@ def test_paused_means_no_actions_at_all_but_events_still() -> None:
         d = sim.step(
             at,
             down("pg1", at),
-            primary("pg2", at, tl=1),  # a second writable primary
+            primary("pg2", at, tl=1),  # a second writable primary: fenced all the same
             replica("pg3", at, wal=LOST),  # a misrouted replica
         )
-        assert d.actions == ()
+        assert [type(a) for a in d.actions] == [Fence] and d.actions[0].node == "pg2"
     events = kinds(sim.all_events())
     assert "node_fenced" in events
     assert "primary_failed" in events

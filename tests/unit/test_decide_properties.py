@@ -389,12 +389,17 @@ def check_step(
         assert not any(isinstance(a, Promote | Switchover) for a in decision.actions), (
             "promote or switchover while paused"
         )
-        if flight is None or not flight.by_operator:
-            assert decision.actions == (), "actions while paused"
-        for a in decision.actions:  # only the follow-up steps of the operator's request
-            assert isinstance(a, Repoint | RunHook) or (
-                isinstance(a, Fence) and flight is not None and a.node == flight.old_primary
-            ), f"{a} while paused"
+        # Fences go out while paused (safety before liveness), and only to a node
+        # seen accepting writes; anything else only as a step of an operator's request.
+        for a in decision.actions:
+            if isinstance(a, Fence):
+                obs = view.get(a.node)
+                assert obs is not None and obs.role is Role.PRIMARY and not obs.read_only, (
+                    f"{a} while paused, of a node not seen writable"
+                )
+            else:
+                assert flight is not None and flight.by_operator, f"{a} while paused"
+                assert isinstance(a, Repoint | RunHook), f"{a} while paused"
     switches = [a for a in decision.actions if isinstance(a, Switchover)]
     if switches:
         (sw,) = switches

@@ -289,11 +289,12 @@ def test_manual_failover_works_while_paused_and_in_cooldown_and_finishes_its_ste
     )
     assert "failover_completed" in kinds(done.events)
     assert [r.node for r in repoints(done)] == ["pg3"] and len(hooks(done)) == 1
-    # afterwards, paused again means no actions at all
+    # afterwards, paused again means no actions, except fencing a writable old primary
     later = sim.step(
         2.6, primary("pg1", 2.6), primary("pg2", 2.6, tl=2), replica("pg3", 2.6, wal=None)
     )
-    assert later.actions == () and "pg1" in sim.state.fenced
+    assert [f.node for f in fences(later)] == ["pg1"] and len(later.actions) == 1
+    assert "pg1" in sim.state.fenced
 
 
 def test_manual_failover_with_no_known_primary() -> None:

@@ -12,6 +12,7 @@ from hacontrol.actions import (
     ManualFailover,
     NodeRejoined,
     OutcomeStatus,
+    Pause,
     Promote,
     RejoinRequest,
 )
@@ -237,3 +238,14 @@ def test_a_replica_streaming_until_shortly_before_the_failure_confirms() -> None
         found += promotes(sim.step(t, down("pg1", t), replica("pg2", t, wal=None),
                                    replica("pg3", t, wal=None)))
     assert [p.node for p in found] == ["pg2"]
+
+
+# --------------------------------------------------------------------------- 5: paused
+
+
+def test_a_paused_controller_still_fences_a_returning_old_primary() -> None:
+    sim, at = fenced_old_primary_sim()
+    sim.request(Pause())
+    d = sim.step(at, primary("pg1", at), primary("pg2", at, tl=2),
+                 replica("pg3", at, tl=2, wal=receiver("pg2")))
+    assert [(type(a), a.node) for a in d.actions] == [(Fence, "pg1")]
