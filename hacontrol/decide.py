@@ -617,6 +617,10 @@ class _Round:
                         )
             if self.primary is not None and name != self.primary:
                 health = self.track_streaming(name, obs, health)
+            if health.maybe_promoted and _reachable(obs) and obs is not None and (
+                obs.role in (Role.REPLICA, Role.PRIMARY)
+            ):
+                health = replace(health, maybe_promoted=False)
             self.nodes[name] = health
 
     def track_streaming(
@@ -781,9 +785,17 @@ class _Round:
 
     def abandon(self, flight: FailoverInFlight, why: str) -> None:
         self.in_flight = None
+        # Unless it is seen as a replica or primary now, its promote may still land
+        # (or have landed out of sight): a later failover must not make two primaries,
+        # however short the cool-down.
+        seen = self.obs(flight.candidate)
+        unseen = not (
+            _reachable(seen) and seen is not None and seen.role in (Role.REPLICA, Role.PRIMARY)
+        )
         self.nodes[flight.candidate] = replace(
             self.nodes[flight.candidate],
             backoff_until=self.at + self.settings.candidate_backoff_s,
+            maybe_promoted=unseen,
         )
         if self.primary in self.fenced:
             self.primary = None
@@ -1082,6 +1094,14 @@ class _Round:
             return "maintenance", f"primary {primary} is in maintenance: no failover"
         if settings.mode is FailoverMode.MANUAL:
             return "manual", f"primary {primary} is down; manual mode: an operator must fail over"
+        unseen = [n for n in self.names if self.nodes[n].maybe_promoted]
+        if unseen:
+            return "abandoned_candidate", (
+                f"primary {primary} is down, but the abandoned failover to"
+                f" {', '.join(unseen)} may have promoted it out of sight: no automatic"
+                " failover until it is seen again; if it is certainly not a primary, an"
+                " operator can run 'hacontrol failover --to NODE --force'"
+            )
         fence_failed = self.nodes[primary].fence_failed_at
         if fence_failed is not None and self.at - fence_failed < settings.candidate_backoff_s:
             left = settings.candidate_backoff_s - (self.at - fence_failed)
@@ -1582,6 +1602,11 @@ def _promotion_problems(
         problems.append(
             f"{name} is backed off after a failed promote"
             f" for {health.backoff_until - view.at:.0f} s"
+        )
+    unseen = sorted(n for n in specs if n != name and state.health(n).maybe_promoted)
+    if unseen:
+        problems.append(
+            f"the abandoned failover to {', '.join(unseen)} may have promoted it out of sight"
         )
     others = [
         n for n in specs if n not in (name, state.primary) and _is_primary(view.get(n))

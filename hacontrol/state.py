@@ -36,6 +36,10 @@ class NodeHealth:
     # primary shortly before it failed may confirm the failure.
     streaming_from: str | None = None
     last_streaming_at: float | None = None
+    # A candidate whose failover was abandoned while it was not seen: its promote may
+    # still have landed. No automatic failover until it is seen again (as a replica,
+    # or as a primary for the writable-primary rules to handle).
+    maybe_promoted: bool = False
     # When the fence of this (unreachable, failed) primary before a promote failed;
     # the failover away from it is retried after candidate_backoff_s.
     fence_failed_at: float | None = None

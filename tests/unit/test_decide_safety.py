@@ -8,6 +8,7 @@ from dataclasses import replace
 from hacontrol.actions import (
     Action,
     ActionOutcome,
+    Decision,
     Fence,
     ManualFailover,
     NodeRejoined,
@@ -16,8 +17,10 @@ from hacontrol.actions import (
     Promote,
     RejoinRequest,
 )
+from hacontrol.model import NodeSpec, Observation
 from tests.unit.test_decide_support import (
     SETTINGS,
+    SPECS,
     Sim,
     down,
     kinds,
@@ -25,6 +28,7 @@ from tests.unit.test_decide_support import (
     promotes,
     receiver,
     replica,
+    spec,
 )
 
 
@@ -249,3 +253,44 @@ def test_a_paused_controller_still_fences_a_returning_old_primary() -> None:
     d = sim.step(at, primary("pg1", at), primary("pg2", at, tl=2),
                  replica("pg3", at, tl=2, wal=receiver("pg2")))
     assert [(type(a), a.node) for a in d.actions] == [(Fence, "pg1")]
+
+
+# --------------------------------------------------------------------------- 6: abandoned
+
+FIVE = (*SPECS, spec("pg4"),
+        NodeSpec("pg5", "host=127.0.0.1 port=5436 user=hacontrol dbname=postgres"))
+
+
+def test_an_abandoned_candidate_out_of_sight_blocks_the_next_failover() -> None:
+    # cool-down shorter than the promote timeout: the abandonment used to re-enable
+    # an immediate second promotion while the first candidate might be a primary.
+    settings = replace(SETTINGS, cooldown_s=5.0, promote_timeout_s=30.0)
+    sim = Sim(specs=FIVE, settings=settings)
+    at = 0.0
+    for i in range(4):
+        at = i * 0.2
+        sim.step(at, primary("pg1", at), *(replica(n, at) for n in ("pg2", "pg3", "pg4", "pg5")))
+
+    def crashed(t: float, pg2: Observation) -> Decision:
+        return sim.step(t, down("pg1", t), pg2,
+                        *(replica(n, t, wal=None) for n in ("pg3", "pg4", "pg5")))
+
+    first: list[Promote] = []
+    t = at
+    for i in range(8):
+        t = at + 0.2 + i * 0.2
+        first += promotes(crashed(t, replica("pg2", t, wal=None)))
+    assert [p.node for p in first] == ["pg2"]
+    sim.report(ActionOutcome(first[0], OutcomeStatus.UNCERTAIN, "timed out"), t)
+    later: list[Promote] = []
+    for _ in range(300):  # 60 s: past the promote timeout and the cool-down
+        t += 0.2
+        later += promotes(crashed(t, down("pg2", t)))
+    assert later == []
+    assert "abandoned_candidate" in [e.details.get("blocked_by") for e in sim.all_events()]
+    assert sim.request(ManualFailover("pg3")).refused is not None
+    # pg2 is seen again, as a replica: its promote never landed, failing over may go on.
+    for _ in range(8):
+        t += 0.2
+        later += promotes(crashed(t, replica("pg2", t, wal=None)))
+    assert [p.node for p in later] == ["pg3"]
