@@ -45,7 +45,7 @@ from hacontrol.drivers.base import NodeDriver, NullDriver
 from hacontrol.drivers.config import build_driver
 from hacontrol.hooks import run_hook
 from hacontrol.journal import Journal
-from hacontrol.model import ClusterView, DecisionSettings, NodeSpec, Observation
+from hacontrol.model import ClusterView, DecisionSettings, NodeSpec, Observation, Role
 from hacontrol.pgconn import connect
 from hacontrol.probe import NodeProber
 from hacontrol.redact import redact_text
@@ -216,14 +216,17 @@ class Controller:
                 fenced=sorted(recovered.fenced),
                 unresolved_failover=recovered.unresolved_failover,
             )
-        if recovered.unresolved_failover is not None:
+        self._unresolved = recovered.unresolved_failover
+        if self._unresolved is not None:
             # Its promote may still land: the cool-down (seeded above from when it
-            # started) keeps this controller from promoting a second node.
+            # started) keeps this controller from promoting a second node until the
+            # cluster shows what happened (see _settle_unresolved).
             log.warning(
                 "unresolved_failover",
                 message="the previous controller stopped during a failover; no automatic"
-                " failover before the cool-down ends, unless the cluster shows its outcome",
-                **dict(recovered.unresolved_failover),
+                " failover until its candidate is seen promoted or, after the promote"
+                " timeout, still a replica",
+                **dict(self._unresolved),
             )
         return initial_state(
             self.specs,
@@ -333,6 +336,8 @@ class Controller:
         async with self._turn:
             started = self._clock()
             view = await self.probe_round()
+            if self._unresolved is not None:
+                self._settle_unresolved(view)
             decision = decide(self.state, view, self.specs, self.settings)
             self.state = decision.state
             self.view = view
@@ -343,6 +348,37 @@ class Controller:
             self.rounds += 1
             self.last_round_s = self._clock() - started
             return RoundResult(view, decision, outcomes, self.last_round_s)
+
+    def _settle_unresolved(self, view: ClusterView) -> None:
+        """Resolve a failover the previous controller left unfinished.
+
+        Seen promoted: it happened (the decision core adopts the node; the cool-down
+        stands). Seen still a replica once the promote timeout has passed since the
+        failover started: no promote can land any more, so the cool-down it started
+        is lifted and this controller may fail over again. Unseen: keep waiting.
+        """
+        unresolved = self._unresolved
+        assert unresolved is not None
+        obs = view.get(str(unresolved.get("node")))
+        if obs is None or not obs.reachable:
+            return
+        if obs.role is Role.PRIMARY:
+            outcome = "the candidate is a primary: the previous promote landed"
+        else:
+            started = float(unresolved.get("started") or 0.0)
+            if obs.role is not Role.REPLICA or (
+                time.time() - started < self.settings.promote_timeout_s
+            ):
+                return
+            previous = unresolved.get("previous_failover")
+            last: float | None = None
+            if previous is not None:
+                last = self._clock() - max(0.0, time.time() - float(previous))
+            self.state = replace(self.state, last_failover_at=last)
+            outcome = "the candidate is still a replica after the promote timeout: nothing landed"
+        self._unresolved = None
+        self.journal.append("unresolved_failover_settled", node=obs.node, outcome=outcome)
+        log.warning("unresolved_failover_settled", node=obs.node, outcome=outcome)
 
     async def handle(self, request: Request) -> tuple[Decision, tuple[ActionOutcome, ...]]:
         """Decide on an operator request against the latest round and carry it out."""

@@ -100,9 +100,15 @@ class Journal:
             kind = record.get("kind")
             node = record.get("node")
             if kind == "failover_started":
-                last_failover = float(record.get("ts", 0.0))
                 details = record.get("details") or {}
-                unresolved = {"node": node, "old_primary": details.get("old_primary")}
+                unresolved = {
+                    "node": node,
+                    "old_primary": details.get("old_primary"),
+                    "started": float(record.get("ts", 0.0)),
+                    # The cool-down to fall back to if it turns out nothing was promoted.
+                    "previous_failover": last_failover,
+                }
+                last_failover = float(record.get("ts", 0.0))
             elif kind in FAILOVER_ENDS:
                 unresolved = None
             if kind in PRIMARY_KINDS and isinstance(node, str):

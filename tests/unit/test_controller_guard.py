@@ -2,6 +2,7 @@
 out after it was sent may have landed, so it must never read as 'not attempted'."""
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from hacontrol import act
 from hacontrol.actions import OutcomeStatus, Promote
 from hacontrol.config import config_from_mapping
 from hacontrol.controller import Controller
+from hacontrol.model import ClusterView, Observation, Role
 
 
 def _controller(tmp_path: Path) -> Controller:
@@ -86,4 +88,55 @@ def test_restart_during_a_failover_keeps_the_cooldown(tmp_path: Path) -> None:
     elapsed = controller._clock() - controller.state.last_failover_at
     assert 0 <= elapsed < 5
     recovered = [r for r in journal.read() if r["kind"] == "controller_recovered"]
-    assert recovered[-1]["unresolved_failover"] == {"node": "pg2", "old_primary": "pg1"}
+    assert recovered[-1]["unresolved_failover"]["node"] == "pg2"
+
+
+def _journal_with_failover_started(path: Path, age_s: float) -> None:
+    import json
+    import time
+
+    records = [
+        {"seq": 1, "ts": time.time() - age_s - 1, "kind": "primary_adopted", "node": "pg1"},
+        {"seq": 2, "ts": time.time() - age_s, "kind": "failover_started", "node": "pg2",
+         "details": {"old_primary": "pg1"}},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _view(controller: Controller, role: Role | None) -> ClusterView:
+    now = controller._clock()
+    obs = (
+        Observation("pg2", now, True, role=role, timeline=1)
+        if role is not None else Observation("pg2", now, False, error="refused")
+    )
+    return ClusterView(at=now, observations={"pg2": obs})
+
+
+def test_unresolved_failover_is_lifted_when_nothing_can_land_any_more(tmp_path: Path) -> None:
+    _journal_with_failover_started(tmp_path / "j.jsonl", age_s=60)  # > promote_timeout
+    controller = _controller(tmp_path)
+    assert controller.state.last_failover_at is not None  # the cool-down holds at first
+    controller._settle_unresolved(_view(controller, None))  # candidate unseen: keep it
+    assert controller._unresolved is not None
+    controller._settle_unresolved(_view(controller, Role.REPLICA))
+    assert controller._unresolved is None
+    assert controller.state.last_failover_at is None  # no earlier failover to count from
+    settled = [r for r in controller.journal.read() if r["kind"] == "unresolved_failover_settled"]
+    assert "still a replica" in settled[0]["outcome"]
+
+
+def test_unresolved_failover_holds_within_the_promote_timeout(tmp_path: Path) -> None:
+    _journal_with_failover_started(tmp_path / "j.jsonl", age_s=0)
+    controller = _controller(tmp_path)
+    controller.settings = replace(controller.settings, promote_timeout_s=30.0)
+    controller._settle_unresolved(_view(controller, Role.REPLICA))
+    assert controller._unresolved is not None
+    assert controller.state.last_failover_at is not None
+
+
+def test_unresolved_failover_that_landed_keeps_the_cooldown(tmp_path: Path) -> None:
+    _journal_with_failover_started(tmp_path / "j.jsonl", age_s=0)
+    controller = _controller(tmp_path)
+    controller._settle_unresolved(_view(controller, Role.PRIMARY))
+    assert controller._unresolved is None
+    assert controller.state.last_failover_at is not None

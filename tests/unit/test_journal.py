@@ -63,7 +63,9 @@ def test_failover_started_and_never_ended_is_unresolved_and_starts_the_cooldown(
     started = journal.append("failover_started", node="pg2", details={"old_primary": "pg1"})
     state = journal.recover()
     assert state.primary == "pg1"
-    assert state.unresolved_failover == {"node": "pg2", "old_primary": "pg1"}
+    assert state.unresolved_failover == {
+        "node": "pg2", "old_primary": "pg1", "started": started["ts"], "previous_failover": None,
+    }
     assert state.last_failover_wall == started["ts"]
     journal.append("failover_abandoned", node="pg2")
     state = journal.recover()
