@@ -259,9 +259,14 @@ def confirm_failure(
     With ``history`` (the nodes' health), a replica confirms only if it was seen
     streaming from the primary within ``replica_silence_s`` before the primary's
     first failed probe of the current run: a replica that was already broken says
-    nothing about the primary, so it neither confirms nor vetoes.
+    nothing about the primary, so it neither confirms nor vetoes. A controller that
+    never saw the primary healthy (it started while the primary was down) has no
+    such history and judges from the current view alone.
     """
-    failed_since = history[primary].first_failure_at if history and primary in history else None
+    own = history.get(primary) if history is not None else None
+    failed_since = own.first_failure_at if own is not None else None
+    if own is None or own.last_ok_at is None:
+        history = None
     primary_spec = specs.get(primary)
     primary_eps = _node_endpoints(primary_spec) if primary_spec else ()
     verdicts: dict[str, str] = {}
@@ -546,6 +551,8 @@ class _Round:
         if self.in_flight is not None:
             self.follow_in_flight()
         self.arbitrate()
+        # After arbitrate: a primary adopted this round already counts.
+        self.track_streaming()
         # A round that began with a failover in flight never starts another, even if
         # that one was abandoned just now: its promote may still land.
         if self.old.in_flight is None and self.primary is not None and not self.primary_changed:
@@ -593,6 +600,7 @@ class _Round:
                     consecutive_successes=successes,
                     down=down,
                     fence_failed_at=None,
+                    last_ok_at=when,
                 )
             else:
                 health = replace(
@@ -615,32 +623,36 @@ class _Round:
                             Severity.WARNING,
                             error=error,
                         )
-            if self.primary is not None and name != self.primary:
-                health = self.track_streaming(name, obs, health)
             if health.maybe_promoted and _reachable(obs) and obs is not None and (
                 obs.role in (Role.REPLICA, Role.PRIMARY)
             ):
                 health = replace(health, maybe_promoted=False)
             self.nodes[name] = health
 
-    def track_streaming(
-        self, name: str, obs: Observation | None, health: NodeHealth
-    ) -> NodeHealth:
-        """Remember when replica ``name`` was last seen streaming live from the primary."""
-        assert self.primary is not None
-        receiver = obs.wal_receiver if _is_replica(obs) and obs is not None else None
-        if (
-            obs is None
-            or receiver is None
-            or not _streaming(receiver)
-            or not _receiver_matches(receiver, _node_endpoints(self.specs[self.primary]))
-            or (
-                receiver.last_msg_age_s is not None
-                and receiver.last_msg_age_s > self.settings.replica_silence_s
+    def track_streaming(self) -> None:
+        """Remember when each replica was last seen streaming live from the primary."""
+        primary = self.primary
+        if primary is None:
+            return
+        targets = _node_endpoints(self.specs[primary])
+        for name in self.names:
+            obs = self.obs(name)
+            receiver = obs.wal_receiver if _is_replica(obs) and obs is not None else None
+            if (
+                name == primary
+                or obs is None
+                or receiver is None
+                or not _streaming(receiver)
+                or not _receiver_matches(receiver, targets)
+                or (
+                    receiver.last_msg_age_s is not None
+                    and receiver.last_msg_age_s > self.settings.replica_silence_s
+                )
+            ):
+                continue
+            self.nodes[name] = replace(
+                self.nodes[name], streaming_from=primary, last_streaming_at=obs.at
             )
-        ):
-            return health
-        return replace(health, streaming_from=self.primary, last_streaming_at=obs.at)
 
     def track_primary(self) -> None:
         obs = self.obs(self.primary) if self.primary else None

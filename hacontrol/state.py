@@ -31,6 +31,8 @@ class NodeHealth:
     last_repoint_at: float | None = None
     # Not a promotion candidate before this time (after a failed or abandoned promote).
     backoff_until: float | None = None
+    # When the latest healthy probe was (None: never healthy since the controller started).
+    last_ok_at: float | None = None
     # The primary this replica was last seen streaming from live (heard within
     # replica_silence_s), and when: only a replica that was streaming from the
     # primary shortly before it failed may confirm the failure.

@@ -18,6 +18,7 @@ from hacontrol.actions import (
     RejoinRequest,
 )
 from hacontrol.model import NodeSpec, Observation
+from hacontrol.state import initial_state
 from tests.unit.test_decide_support import (
     SETTINGS,
     SPECS,
@@ -294,3 +295,25 @@ def test_an_abandoned_candidate_out_of_sight_blocks_the_next_failover() -> None:
         t += 0.2
         later += promotes(crashed(t, replica("pg2", t, wal=None)))
     assert [p.node for p in later] == ["pg3"]
+
+
+def test_a_controller_started_with_the_primary_down_judges_from_the_view() -> None:
+    # No history: the controller never saw pg1 healthy (it started after the crash).
+    sim = Sim(state=initial_state(SPECS, known_primary="pg1"))
+    found = []
+    for i in range(12):
+        t = i * 0.2
+        found += promotes(sim.step(t, down("pg1", t), replica("pg2", t, wal=None),
+                                   replica("pg3", t, wal=receiver(status="waiting"))))
+    assert [p.node for p in found] == ["pg2"]
+
+
+def test_replicas_streaming_in_the_round_the_primary_is_adopted_count() -> None:
+    sim = Sim()
+    sim.healthy(0.0)  # pg1 adopted in this very round
+    found = []
+    for i in range(8):
+        t = 0.2 + i * 0.2
+        found += promotes(sim.step(t, down("pg1", t), replica("pg2", t, wal=None),
+                                   replica("pg3", t, wal=None)))
+    assert [p.node for p in found] == ["pg2"]
