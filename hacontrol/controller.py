@@ -43,7 +43,7 @@ from hacontrol.config import Config
 from hacontrol.decide import apply_outcome, decide, handle_request
 from hacontrol.drivers.base import NodeDriver, NullDriver
 from hacontrol.drivers.config import build_driver
-from hacontrol.hooks import run_hook
+from hacontrol.hooks import HookResult, run_hook
 from hacontrol.journal import Journal
 from hacontrol.model import ClusterView, DecisionSettings, NodeSpec, Observation, Role
 from hacontrol.pgconn import connect
@@ -594,10 +594,25 @@ class Controller:
         return ActionOutcome(action, status, result.detail)
 
     async def _fence(self, action: Fence, timeout: float) -> ActionOutcome:
+        hooks = self.config.hooks
+        if action.then is not None and hooks.fence:
+            # The old primary was unreachable: a failover waits on this fence, so
+            # the hook (e.g. STONITH) and one SQL attempt run side by side instead
+            # of the hook waiting out the SQL step's retries.
+            sql, hook = await asyncio.gather(
+                act.fence(self.by_name[action.node], connect_timeout=timeout),
+                self._fence_hook(action),
+            )
+            if sql.ok or hook.ok:
+                detail = f"{sql.detail}; fence hook {'ok' if hook.ok else 'failed'}"
+                return ActionOutcome(action, OutcomeStatus.SUCCEEDED, detail)
+            return ActionOutcome(
+                action, OutcomeStatus.FAILED,
+                f"{sql.detail}; fence hook failed ({hook.returncode})",
+            )
         result = await self._guarded(
             action.node, act.fence, self.by_name[action.node], connect_timeout=timeout
         )
-        hooks = self.config.hooks
         if hooks.fence:
             env = {"HACONTROL_EVENT": "fence", "HACONTROL_NODE": action.node,
                    "HACONTROL_REASON": action.reason}
@@ -608,6 +623,15 @@ class Controller:
                 detail = f"{result.detail}; fence hook {'ok' if hook.ok else 'failed'}"
                 return ActionOutcome(action, OutcomeStatus.SUCCEEDED, detail)
         return _outcome(action, result)
+
+    async def _fence_hook(self, action: Fence) -> HookResult:
+        hooks = self.config.hooks
+        env = {"HACONTROL_EVENT": "fence", "HACONTROL_NODE": action.node,
+               "HACONTROL_REASON": action.reason}
+        hook = await run_hook(hooks.fence, env, hooks.timeout)
+        self.journal.append("hook_finished", hook="fence", node=action.node, ok=hook.ok,
+                            returncode=hook.returncode, output=redact_text(hook.output))
+        return hook
 
     def _record(self, kind: str, fields: dict[str, Any]) -> None:
         """Journal and log one step of a procedure."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hacontrol import act
-from hacontrol.actions import OutcomeStatus, Promote
+from hacontrol.actions import Fence, OutcomeStatus, Promote
 from hacontrol.config import config_from_mapping
 from hacontrol.controller import Controller
 from hacontrol.model import ClusterView, Observation, Role
@@ -140,3 +140,40 @@ def test_unresolved_failover_that_landed_keeps_the_cooldown(tmp_path: Path) -> N
     controller._settle_unresolved(_view(controller, Role.PRIMARY))
     assert controller._unresolved is None
     assert controller.state.last_failover_at is not None
+
+
+def _controller_with_fence_hook(tmp_path: Path, hook: str) -> Controller:
+    config = config_from_mapping(
+        {
+            "journal": str(tmp_path / "j.jsonl"),
+            "timing": {"probe_timeout": 0.2},
+            "hooks": {"fence": hook, "timeout": 5},
+            "nodes": [
+                {"name": "pg1", "dsn": "host=127.0.0.1 port=1"},
+                {"name": "pg2", "dsn": "host=127.0.0.1 port=2"},
+            ],
+        }
+    )
+    return Controller(config)
+
+
+async def test_fence_before_a_promote_runs_the_hook_beside_one_sql_attempt(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "fenced"
+    controller = _controller_with_fence_hook(tmp_path, f"touch {marker}")
+    fence = Fence("pg1", "unreachable old primary", then=Promote("pg2", "test", "pg1"))
+    outcome = await controller._fence(fence, 0.2)
+    assert outcome.status is OutcomeStatus.SUCCEEDED
+    assert marker.exists()
+    assert "cannot connect" in outcome.detail and "fence hook ok" in outcome.detail
+
+
+async def test_fence_before_a_promote_fails_when_neither_sql_nor_hook_fenced(
+    tmp_path: Path,
+) -> None:
+    controller = _controller_with_fence_hook(tmp_path, "exit 3")
+    fence = Fence("pg1", "unreachable old primary", then=Promote("pg2", "test", "pg1"))
+    outcome = await controller._fence(fence, 0.2)
+    assert outcome.status is OutcomeStatus.FAILED
+    assert "fence hook failed (3)" in outcome.detail
