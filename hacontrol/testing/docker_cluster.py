@@ -39,8 +39,9 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.docker_client import DockerClient
 from testcontainers.core.network import Network
 
-from hacontrol.model import NodeSpec, parse_lsn
-from hacontrol.testing.local_cluster import HOST, ClusterError, free_port
+from hacontrol.model import parse_lsn
+from hacontrol.testing.cluster_queries import ClusterError, ClusterQueries, QueryableNode
+from hacontrol.testing.local_cluster import HOST, free_port
 
 # Ryuk (testcontainers' reaper) is an image from Docker Hub, which may be out of
 # reach; this harness removes what it creates itself (TESTCONTAINERS_RYUK_DISABLED).
@@ -97,6 +98,8 @@ class DockerNode:
     def __init__(self, cluster: DockerCluster, name: str, port: int) -> None:
         self.cluster = cluster
         self.name = name
+        # Reached from the host through its published port on the loopback.
+        self.host = HOST
         self.port = port
         self.container: DockerContainer | None = None
         self._frozen = False
@@ -403,7 +406,7 @@ class DockerController:
         return bytes(raw).decode(errors="replace").rstrip()
 
 
-class DockerCluster:
+class DockerCluster(ClusterQueries):
     """A primary (``pg1``) and ``nodes - 1`` streaming replicas in containers, and
     with ``controller=True`` the controller in a container of its own.
 
@@ -659,48 +662,13 @@ class DockerCluster:
 
         await asyncio.to_thread(self.close)
 
-    # -- addresses and queries -------------------------------------------------------
+    # -- addresses and queries (shared ones in ClusterQueries) -------------------------
 
-    def dsn(self, name: str) -> str:
-        """The DSN of node ``name`` from the host."""
-        return self.node(name).dsn
+    _poll_s = 0.05
 
-    def multi_host_dsn(self, **params: str | int) -> str:
-        """One libpq DSN over all nodes' published ports with
-        target_session_attrs=read-write; extra libpq parameters may be given."""
-        opts: dict[str, str | int] = {
-            "host": ",".join(HOST for _ in self.nodes),
-            "port": ",".join(str(n.port) for n in self.nodes),
-            "user": "postgres",
-            "dbname": "postgres",
-            "target_session_attrs": "read-write",
-            "connect_timeout": 2,
-        }
-        opts.update(params)
-        return " ".join(f"{k}={v}" for k, v in opts.items())
-
-    def primaries(self) -> list[str]:
-        """Names of the reachable nodes that say they are out of recovery."""
-
-        def ask(node: DockerNode) -> bool:
-            if node.frozen or node.partitioned or not node.is_running():
-                return False
-            try:
-                return node.is_primary()
-            except psycopg.Error:
-                return False
-
-        with ThreadPoolExecutor(max_workers=max(1, len(self.nodes))) as pool:
-            answers = list(pool.map(ask, self.nodes))
-        return [n.name for n, yes in zip(self.nodes, answers, strict=True) if yes]
-
-    def primary_name(self) -> str | None:
-        """The one node that says it is primary; None when none does. Raises
-        :class:`ClusterError` when two do (split brain)."""
-        found = self.primaries()
-        if len(found) > 1:
-            raise ClusterError(f"more than one primary: {', '.join(found)}")
-        return found[0] if found else None
+    def _listed(self, node: QueryableNode) -> bool:
+        # A partitioned container is not asked: from the host it cannot answer.
+        return node.is_running() and not cast(DockerNode, node).partitioned
 
     def wait_streaming(
         self, replica: str, timeout: float = 10.0, upstream: str | None = None
@@ -721,51 +689,7 @@ class DockerCluster:
             time.sleep(0.05)
         raise TimeoutError(f"{replica} not streaming after {timeout:g} s (last: {last})")
 
-    def wait_replayed(
-        self, lsn: int | str, nodes: Iterable[str] | None = None, timeout: float = 10.0
-    ) -> None:
-        """Wait until every replica in ``nodes`` (default: all reachable replicas)
-        has replayed up to ``lsn``; :class:`TimeoutError` otherwise."""
-        target = parse_lsn(lsn) if isinstance(lsn, str) else lsn
-        assert target is not None
-        if nodes is None:
-            primaries = set(self.primaries())
-            names = [
-                n.name for n in self.nodes
-                if n.is_running() and not n.partitioned and n.name not in primaries
-            ]
-        else:
-            names = list(nodes)
-        deadline = time.monotonic() + timeout
-        pending = set(names)
-        while pending and time.monotonic() < deadline:
-            for name in sorted(pending):
-                try:
-                    row = self.node(name).query("SELECT pg_last_wal_replay_lsn()::text")
-                except psycopg.Error:
-                    continue
-                got = parse_lsn(row[0][0])
-                if got is not None and got >= target:
-                    pending.discard(name)
-            if pending:
-                time.sleep(0.05)
-        if pending:
-            raise TimeoutError(f"not replayed to {lsn} after {timeout:g} s: {sorted(pending)}")
-
-    def current_lsn(self, name: str | None = None) -> int:
-        """pg_current_wal_lsn() of the primary (or of node ``name``)."""
-        node = self.node(name or self.primary_name() or "pg1")
-        lsn = parse_lsn(node.query("SELECT pg_current_wal_lsn()::text")[0][0])
-        assert lsn is not None
-        return lsn
-
     # -- controller configuration ----------------------------------------------------
-
-    def node_specs(self) -> tuple[NodeSpec, ...]:
-        """The nodes as :class:`NodeSpec` tuples for a controller on the host."""
-        return tuple(
-            NodeSpec(n.name, n.dsn, replication_dsn=n.replication_dsn) for n in self.nodes
-        )
 
     def config_toml(
         self, *, dsns: Mapping[str, str] | None = None, **extra: str | int | float | bool

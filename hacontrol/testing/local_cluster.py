@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -37,8 +37,10 @@ from typing import Any
 
 import psycopg
 
-from hacontrol.model import NodeSpec, parse_lsn
+from hacontrol.model import parse_lsn
 from hacontrol.testing import processes
+from hacontrol.testing.cluster_queries import ClusterError as ClusterError
+from hacontrol.testing.cluster_queries import ClusterQueries
 from hacontrol.testing.netns import Namespace, NetLab
 from hacontrol.testing.pgbin import PgBin, find_pgbin
 from hacontrol.testing.runas import Owner, data_owner
@@ -70,10 +72,6 @@ DEFAULT_SETTINGS: dict[str, str] = {
 }
 
 STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
-
-
-class ClusterError(RuntimeError):
-    """The cluster could not be started, or a node did not do what was asked."""
 
 
 def _quote(value: str) -> str:
@@ -332,7 +330,7 @@ class Node:
             return "(no log)"
 
 
-class LocalCluster:
+class LocalCluster(ClusterQueries):
     """A primary (``pg1``) and ``nodes - 1`` streaming replicas (``pg2`` ...).
 
     Use as a context manager (sync or async) or call :meth:`start` and
@@ -709,49 +707,7 @@ class LocalCluster:
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         tmp.replace(path)
 
-    # -- addresses and queries -------------------------------------------------------
-
-    def dsn(self, name: str) -> str:
-        """The DSN of node ``name``."""
-        return self.node(name).dsn
-
-    def multi_host_dsn(self, **params: str | int) -> str:
-        """One libpq DSN over all nodes with target_session_attrs=read-write, as an
-        application would use; extra libpq parameters may be given."""
-        opts: dict[str, str | int] = {
-            "host": ",".join(n.host for n in self.nodes),
-            "port": ",".join(str(n.port) for n in self.nodes),
-            "user": "postgres",
-            "dbname": "postgres",
-            "target_session_attrs": "read-write",
-            "connect_timeout": 2,
-        }
-        opts.update(params)
-        return " ".join(f"{k}={v}" for k, v in opts.items())
-
-    def primaries(self) -> list[str]:
-        """Names of the running nodes that say they are out of recovery (asked in
-        parallel; a node that does not answer is skipped)."""
-
-        def ask(node: Node) -> bool:
-            if not node.is_running() or node.frozen:
-                return False
-            try:
-                return node.is_primary()
-            except psycopg.Error:
-                return False
-
-        with ThreadPoolExecutor(max_workers=max(1, len(self.nodes))) as pool:
-            answers = list(pool.map(ask, self.nodes))
-        return [n.name for n, yes in zip(self.nodes, answers, strict=True) if yes]
-
-    def primary_name(self) -> str | None:
-        """The one node that says it is primary; None when none does. Raises
-        :class:`ClusterError` when two do (split brain)."""
-        found = self.primaries()
-        if len(found) > 1:
-            raise ClusterError(f"more than one primary: {', '.join(found)}")
-        return found[0] if found else None
+    # -- addresses and queries (shared ones in ClusterQueries) -------------------------
 
     def wait_streaming(
         self, replica: str, timeout: float = 10.0, upstream: str | None = None
@@ -777,49 +733,7 @@ class LocalCluster:
             time.sleep(0.02)
         raise TimeoutError(f"{replica} not streaming after {timeout:g} s (last: {last})")
 
-    def wait_replayed(
-        self, lsn: int | str, nodes: Iterable[str] | None = None, timeout: float = 10.0
-    ) -> None:
-        """Wait until every replica in ``nodes`` (default: all running replicas) has
-        replayed up to ``lsn``; :class:`TimeoutError` otherwise."""
-        target = parse_lsn(lsn) if isinstance(lsn, str) else lsn
-        assert target is not None
-        if nodes is None:
-            primaries = set(self.primaries())
-            names = [n for n in self._nodes if self.node(n).is_running()]
-            names = [n for n in names if n not in primaries]
-        else:
-            names = list(nodes)
-        deadline = time.monotonic() + timeout
-        pending = set(names)
-        while pending and time.monotonic() < deadline:
-            for name in sorted(pending):
-                try:
-                    row = self.node(name).query("SELECT pg_last_wal_replay_lsn()::text")
-                except psycopg.Error:
-                    continue
-                got = parse_lsn(row[0][0])
-                if got is not None and got >= target:
-                    pending.discard(name)
-            if pending:
-                time.sleep(0.02)
-        if pending:
-            raise TimeoutError(f"not replayed to {lsn} after {timeout:g} s: {sorted(pending)}")
-
-    def current_lsn(self, name: str | None = None) -> int:
-        """pg_current_wal_lsn() of the primary (or of node ``name``)."""
-        node = self.node(name or self.primary_name() or "pg1")
-        lsn = parse_lsn(node.query("SELECT pg_current_wal_lsn()::text")[0][0])
-        assert lsn is not None
-        return lsn
-
     # -- controller configuration ----------------------------------------------------
-
-    def node_specs(self) -> tuple[NodeSpec, ...]:
-        """The nodes as the controller's :class:`NodeSpec` tuples."""
-        return tuple(
-            NodeSpec(n.name, n.dsn, replication_dsn=n.replication_dsn) for n in self.nodes
-        )
 
     def config_toml(
         self,
