@@ -51,6 +51,39 @@ class QueryableNode(Protocol):
     ) -> list[tuple[Any, ...]]: ...
 
 
+class NodeQueries:
+    """SQL on one node through its ``dsn`` (short-lived autocommit connections)."""
+
+    @property
+    def dsn(self) -> str:
+        raise NotImplementedError
+
+    def connect(self, timeout: int = 2, **kwargs: Any) -> psycopg.Connection[Any]:
+        """An autocommit psycopg connection (connect_timeout in whole seconds, >= 2
+        as libpq enforces)."""
+        return psycopg.connect(self.dsn, connect_timeout=timeout, autocommit=True, **kwargs)
+
+    def query(
+        self, sql: str, params: Sequence[Any] | None = None, timeout: int = 2
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on this node; its rows ([] when it returns none)."""
+        with self.connect(timeout) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
+
+    def is_primary(self) -> bool:
+        """Ask the node whether it is out of recovery."""
+        return not self.query("SELECT pg_is_in_recovery()")[0][0]
+
+    def replay_lsn(self) -> int | None:
+        """The node's replayed LSN (its current LSN when it is a primary)."""
+        row = self.query(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text "
+            "ELSE pg_current_wal_lsn()::text END"
+        )[0]
+        return parse_lsn(row[0])
+
+
 class ClusterQueries:
     """DSNs, primaries, replay waits and controller specs over ``self.nodes``."""
 

@@ -39,8 +39,12 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.docker_client import DockerClient
 from testcontainers.core.network import Network
 
-from hacontrol.model import parse_lsn
-from hacontrol.testing.cluster_queries import ClusterError, ClusterQueries, QueryableNode
+from hacontrol.testing.cluster_queries import (
+    ClusterError,
+    ClusterQueries,
+    NodeQueries,
+    QueryableNode,
+)
 from hacontrol.testing.local_cluster import HOST, free_port
 
 # Ryuk (testcontainers' reaper) is an image from Docker Hub, which may be out of
@@ -92,7 +96,7 @@ def _published(port: int) -> dict[str, int | None]:
     return cast("dict[str, int | None]", {f"{PG_PORT}/tcp": (HOST, port)})
 
 
-class DockerNode:
+class DockerNode(NodeQueries):
     """One PostgreSQL container of a :class:`DockerCluster`."""
 
     def __init__(self, cluster: DockerCluster, name: str, port: int) -> None:
@@ -243,31 +247,7 @@ class DockerNode:
         )
         self._partitioned = False
 
-    # -- SQL -------------------------------------------------------------------------
-
-    def connect(self, timeout: int = 2, **kwargs: Any) -> psycopg.Connection[Any]:
-        """An autocommit psycopg connection through the published port."""
-        return psycopg.connect(self.dsn, connect_timeout=timeout, autocommit=True, **kwargs)
-
-    def query(
-        self, sql: str, params: Sequence[Any] | None = None, timeout: int = 2
-    ) -> list[tuple[Any, ...]]:
-        """Run one statement on this node; its rows ([] when it returns none)."""
-        with self.connect(timeout) as conn:
-            cur = conn.execute(sql, params)
-            return cur.fetchall() if cur.description is not None else []
-
-    def is_primary(self) -> bool:
-        """Ask the node whether it is out of recovery."""
-        return not self.query("SELECT pg_is_in_recovery()")[0][0]
-
-    def replay_lsn(self) -> int | None:
-        """The node's replayed LSN (its current LSN when it is a primary)."""
-        row = self.query(
-            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text "
-            "ELSE pg_current_wal_lsn()::text END"
-        )[0]
-        return parse_lsn(row[0])
+    # -- SQL (connect, query, is_primary, replay_lsn in NodeQueries) ------------------
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until the server answers a query; fails at once if the container exits."""

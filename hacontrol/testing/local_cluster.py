@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -37,10 +37,9 @@ from typing import Any
 
 import psycopg
 
-from hacontrol.model import parse_lsn
 from hacontrol.testing import processes
 from hacontrol.testing.cluster_queries import ClusterError as ClusterError
-from hacontrol.testing.cluster_queries import ClusterQueries
+from hacontrol.testing.cluster_queries import ClusterQueries, NodeQueries
 from hacontrol.testing.netns import Namespace, NetLab
 from hacontrol.testing.pgbin import PgBin, find_pgbin
 from hacontrol.testing.runas import Owner, data_owner
@@ -95,7 +94,7 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-class Node:
+class Node(NodeQueries):
     """One PostgreSQL server of a :class:`LocalCluster`."""
 
     def __init__(
@@ -295,32 +294,7 @@ class Node:
             if self._proc.returncode is not None:
                 self._proc = None
 
-    # -- SQL -------------------------------------------------------------------------
-
-    def connect(self, timeout: int = 2, **kwargs: Any) -> psycopg.Connection[Any]:
-        """An autocommit psycopg connection (connect_timeout in whole seconds, >= 2
-        as libpq enforces)."""
-        return psycopg.connect(self.dsn, connect_timeout=timeout, autocommit=True, **kwargs)
-
-    def query(
-        self, sql: str, params: Sequence[Any] | None = None, timeout: int = 2
-    ) -> list[tuple[Any, ...]]:
-        """Run one statement on this node; its rows ([] when it returns none)."""
-        with self.connect(timeout) as conn:
-            cur = conn.execute(sql, params)
-            return cur.fetchall() if cur.description is not None else []
-
-    def is_primary(self) -> bool:
-        """Ask the node whether it is out of recovery."""
-        return not self.query("SELECT pg_is_in_recovery()")[0][0]
-
-    def replay_lsn(self) -> int | None:
-        """The node's replayed LSN (its current LSN when it is a primary)."""
-        row = self.query(
-            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text "
-            "ELSE pg_current_wal_lsn()::text END"
-        )[0]
-        return parse_lsn(row[0])
+    # -- SQL (connect, query, is_primary, replay_lsn in NodeQueries) ------------------
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of this node's server log."""
