@@ -6,6 +6,15 @@ e.g. ``HACONTROL_TIMING__PROBE_INTERVAL``) and wins over the file. Every
 problem becomes one line naming the file, the key path, what is wrong and
 what is allowed (:class:`ConfigError`); nothing here prints a password.
 
+Every number is finite and bounded (:func:`_bounded`): ``inf``, ``nan`` or a
+typo such as ``3e6`` seconds would otherwise pass and leave the running
+controller blind or stuck (a probe that may take a month sees every node
+unreachable). Rules between keys that the controller's timing really depends on
+are in :func:`_cross_field_problems`. What can only be checked on the
+controller's host (the local drivers' data directories) is checked by
+:func:`check_config` (``hacontrol check-config``) through
+:func:`data_dir_findings`.
+
 Adding a section (say ``[api]``): define a :class:`Section` subclass with
 defaulted fields, add it to :class:`Config` with a default instance, and
 describe it in :func:`explain` and docs/configuration.md. Environment
@@ -45,10 +54,20 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 from pydantic_settings.sources.utils import parse_env_vars
 
+from hacontrol.drivers.base import NodeDriver
 from hacontrol.drivers.config import (
     CommandDriverConfig,
     DriverConfig,
     LocalDriverConfig,
+)
+from hacontrol.drivers.identity import (
+    UINT64_MASK,
+    PortReading,
+    control_file_identifier,
+    directory_port,
+    directory_state,
+    dsn_port,
+    identifier_problem,
 )
 from hacontrol.model import DecisionSettings, FailoverMode, NodeSpec
 from hacontrol.redact import dsn_password, redact_dsn, redact_text
@@ -62,6 +81,34 @@ DEFAULT_JOURNAL = "hacontrol-journal.jsonl"
 SILENCE_MARGIN_S = 0.5
 # Node names become application_name in primary_conninfo (63 bytes at most).
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+# Upper bounds (docs/configuration.md, "Bounds"). Past them a value is a typo or a
+# unit mistake, not a tuning: a probe or round longer than a minute no longer
+# watches anything, and a step waiting longer than an hour is hung.
+MINUTE = 60.0
+HOUR = 3600.0
+DAY = 24 * HOUR
+WEEK = 7 * DAY
+MAX_PROBE_S = MINUTE
+MAX_COUNT = 100
+MAX_LAG_BYTES = 1 << 40
+# Below 10 ms a probe cannot even connect over loopback reliably, and a round
+# repeats faster than the nodes can answer.
+MIN_PROBE_S = 0.01
+# A cross-field rule: the promote's connection and the probe that sees it promoted
+# may each use one probe timeout.
+PROMOTE_PROBES = 2
+
+
+def _bounded(
+    default: float,
+    *,
+    le: float,
+    gt: float | None = None,
+    ge: float | None = None,
+) -> Any:
+    """A finite number field (nan and inf refused) between the given bounds."""
+    return Field(default=default, gt=gt, ge=ge, le=le, allow_inf_nan=False)
 
 
 class ConfigError(Exception):
@@ -119,7 +166,7 @@ class NodeConfig(Section):
 
     name: str
     dsn: str
-    priority: int = Field(default=100, ge=0)
+    priority: int = Field(default=100, ge=0, le=1_000_000)
     replication_dsn: str | None = None
     # [nodes.driver]: how host-level steps (stop, start, rewind) run for this node;
     # absent: none, the controller does only what SQL can (docs/drivers.md).
@@ -158,25 +205,25 @@ class NodeConfig(Section):
 class TimingConfig(Section):
     """``[timing]``: detection and action timings (seconds)."""
 
-    probe_interval: float = Field(default=0.2, gt=0)
-    probe_timeout: float = Field(default=1.0, gt=0)
-    failure_threshold: int = Field(default=3, ge=1)
-    detection_window: float = Field(default=0.5, ge=0)
-    replica_silence: float = Field(default=3.0, gt=0)
-    recovery_threshold: int = Field(default=3, ge=1)
-    cooldown: float = Field(default=300.0, ge=0)
-    promote_timeout: float = Field(default=30.0, gt=0)
-    repoint_retry: float = Field(default=5.0, gt=0)
+    probe_interval: float = _bounded(0.2, ge=MIN_PROBE_S, le=MAX_PROBE_S)
+    probe_timeout: float = _bounded(1.0, ge=MIN_PROBE_S, le=MAX_PROBE_S)
+    failure_threshold: int = Field(default=3, ge=1, le=MAX_COUNT)
+    detection_window: float = _bounded(0.5, ge=0, le=HOUR)
+    replica_silence: float = _bounded(3.0, gt=0, le=HOUR)
+    recovery_threshold: int = Field(default=3, ge=1, le=MAX_COUNT)
+    cooldown: float = _bounded(300.0, ge=0, le=WEEK)
+    promote_timeout: float = _bounded(30.0, gt=0, le=HOUR)
+    repoint_retry: float = _bounded(5.0, gt=0, le=HOUR)
 
 
 class FailoverConfig(Section):
     """``[failover]``: candidate rules and failback."""
 
-    max_lag_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    max_lag_bytes: int = Field(default=16 * 1024 * 1024, ge=0, le=MAX_LAG_BYTES)
     failback: bool = False
-    failback_delay: float = Field(default=300.0, ge=0)
+    failback_delay: float = _bounded(300.0, ge=0, le=WEEK)
     # A candidate whose promote (or switchover) failed is not tried again for this long.
-    candidate_backoff: float = Field(default=60.0, ge=0)
+    candidate_backoff: float = _bounded(60.0, ge=0, le=DAY)
 
 
 class RejoinConfig(Section):
@@ -188,7 +235,7 @@ class RejoinConfig(Section):
     # is kept, renamed).
     allow_basebackup: bool = False
     # How long a rejoined node may take to stream from the primary after it is started.
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = _bounded(30.0, gt=0, le=HOUR)
 
 
 class SwitchoverConfig(Section):
@@ -196,10 +243,10 @@ class SwitchoverConfig(Section):
 
     # From the fence until the target has replayed the old primary's last WAL; past
     # it, the switchover rolls back.
-    catchup_timeout: float = Field(default=10.0, gt=0)
+    catchup_timeout: float = _bounded(10.0, gt=0, le=HOUR)
     # A switchover running longer is reported (switchover_overdue); after twice this
-    # long without an outcome it is abandoned.
-    timeout: float = Field(default=60.0, gt=0)
+    # long without an outcome it is abandoned. It must cover catch-up plus rejoin.
+    timeout: float = _bounded(60.0, gt=0, le=2 * HOUR)
 
 
 class PostgresConfig(Section):
@@ -207,8 +254,8 @@ class PostgresConfig(Section):
 
     manage_settings: bool = True
     # Settings are in whole milliseconds on the server.
-    wal_receiver_timeout: float = Field(default=2.0, ge=0.001)
-    wal_sender_timeout: float = Field(default=10.0, ge=0.001)
+    wal_receiver_timeout: float = _bounded(2.0, ge=0.001, le=HOUR)
+    wal_sender_timeout: float = _bounded(10.0, ge=0.001, le=HOUR)
     heartbeat: bool = True
 
 
@@ -236,7 +283,7 @@ class HooksConfig(Section):
     pre_promote: str = ""
     fence: str = ""
     on_role_change: str = ""
-    timeout: float = Field(default=10.0, gt=0)
+    timeout: float = _bounded(10.0, gt=0, le=HOUR)
 
 
 DEFAULT_API_LISTEN = "127.0.0.1:8008"
@@ -360,6 +407,9 @@ class Config(BaseSettings):
     rejoin: RejoinConfig = Field(default_factory=RejoinConfig)
     switchover: SwitchoverConfig = Field(default_factory=SwitchoverConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    # The cluster's identity, pinned: a node (or data directory) reporting another
+    # system identifier is never acted on. None: learned from the nodes.
+    system_identifier: int | None = Field(default=None, gt=0, le=UINT64_MASK)
 
     @classmethod
     def settings_customise_sources(
@@ -383,6 +433,15 @@ class Config(BaseSettings):
     @classmethod
     def _mode(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("system_identifier", mode="before")
+    @classmethod
+    def _system_identifier(cls, value: Any) -> Any:
+        # An empty string reads as "not set"; a string holds identifiers above TOML's
+        # largest integer (2^63 - 1).
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
 
     @field_validator("journal")
     @classmethod
@@ -433,6 +492,17 @@ class Config(BaseSettings):
         """Each node's ``[nodes.driver]`` table (None: no driver)."""
         return {n.name: n.driver for n in self.nodes}
 
+    def build_drivers(self) -> dict[str, NodeDriver]:
+        """Each node's driver, told the port of the node's DSN (which its data directory
+        must show) and the pinned ``system_identifier``."""
+        from hacontrol.drivers.config import build_driver
+
+        return {
+            n.name: build_driver(n.driver, n.name, dsn=n.dsn,
+                                 system_identifier=self.system_identifier)
+            for n in self.nodes
+        }
+
     def managed_settings_ms(self) -> dict[str, int]:
         """Server settings (in ms) to enforce on every node; empty when not managed."""
         if not self.postgres.manage_settings:
@@ -471,7 +541,9 @@ def _cross_field_problems(config: Config) -> list[tuple[tuple[str | int, ...], s
             )
         else:
             seen_endpoints[endpoint] = i
+    problems += _driver_problems(config)
     t, pg = config.timing, config.postgres
+    problems += _probe_problems(t)
     if t.detection_window < t.probe_interval:
         problems.append(
             (
@@ -512,6 +584,70 @@ def _cross_field_problems(config: Config) -> list[tuple[tuple[str | int, ...], s
                     f"looks lost to its replicas (got {t.replica_silence:g})",
                 )
             )
+    return problems
+
+
+def _probe_problems(t: TimingConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """The probe timings the failure confirmation and the promote depend on."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    # A replica confirms a lost primary only if it was seen streaming within
+    # replica_silence before the primary's first failed probe; one round (the
+    # interval plus a probe that may use its whole timeout) lies between the two.
+    why = (
+        "a replica confirms a lost primary only if it was seen streaming within "
+        "timing.replica_silence before the primary's first failed probe, and one probe "
+        "round lies between the two"
+    )
+    if t.probe_interval >= t.replica_silence:
+        problems.append((
+            ("timing", "probe_interval"),
+            f"must be less than timing.replica_silence ({t.replica_silence:g} s): {why}, so "
+            f"no failure would ever be confirmed (got {t.probe_interval:g})",
+        ))
+    elif t.probe_interval + t.probe_timeout > t.replica_silence:
+        limit = t.replica_silence - t.probe_interval
+        problems.append((
+            ("timing", "probe_timeout"),
+            f"must be at most timing.replica_silence - timing.probe_interval = {limit:g} s: "
+            f"{why} (the interval plus a probe that may take its whole timeout); lower it, "
+            f"or raise timing.replica_silence (got {t.probe_timeout:g})",
+        ))
+    if t.promote_timeout < PROMOTE_PROBES * t.probe_timeout:
+        problems.append((
+            ("timing", "promote_timeout"),
+            f"must be at least {PROMOTE_PROBES} × timing.probe_timeout = "
+            f"{PROMOTE_PROBES * t.probe_timeout:g} s: the promote's own connection and the "
+            "probe that sees it promoted may each take a probe timeout, so a shorter limit "
+            f"abandons promotions that work (got {t.promote_timeout:g})",
+        ))
+    return problems
+
+
+def _driver_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
+    """What makes a local driver unable to tell its node's data directory apart."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    seen: dict[str, int] = {}
+    for i, node in enumerate(config.nodes):
+        driver = node.driver
+        if not isinstance(driver, LocalDriverConfig):
+            continue
+        if dsn_port(node.dsn) is None:
+            problems.append((
+                ("nodes", i, "dsn"),
+                "names no single numeric port (a service file is not read here); a node "
+                "with a local driver needs one, e.g. port=5432: its data directory must show "
+                "that port before the driver acts on it",
+            ))
+        key = os.path.normpath(str(driver.data_dir))
+        if key in seen:
+            first = seen[key]
+            problems.append((
+                ("nodes", i, "driver", "data_dir"),
+                f"the same data directory as nodes[{first}] ({config.nodes[first].name!r}); "
+                "each node has its own",
+            ))
+        else:
+            seen[key] = i
     return problems
 
 
@@ -670,11 +806,17 @@ def _settings_error(exc: SettingsError) -> str:
 
 
 def check_config(path: str | Path, env: Mapping[str, str] | None = None) -> tuple[int, str]:
-    """What ``hacontrol check-config`` prints and its exit code (0 valid, 2 invalid)."""
+    """What ``hacontrol check-config`` prints and its exit code (0 valid, 2 invalid).
+
+    Beyond the file itself, the local drivers' data directories are checked on this
+    host (:func:`data_dir_findings`)."""
     try:
         config = load_config(path, env)
     except ConfigError as exc:
         return 2, "\n".join(exc.problems)
+    problems = data_dir_findings(config)[0]
+    if problems:
+        return 2, "\n".join(f"{path}: {p}" for p in problems)
     return 0, explain(config)
 
 
@@ -764,6 +906,7 @@ _TYPE_WORDS = {
     "model_attributes_type": "must be a table ([section])",
     "dict_type": "must be a table ([section])",
     "finite_number": "must be a finite number",
+    "int_parsing_size": "must be a whole number of a sensible size",
 }
 
 
@@ -875,6 +1018,125 @@ def detection_delay(config: Config) -> float:
     return rounds * t.probe_interval
 
 
+@dataclass(frozen=True, slots=True)
+class _LocalDir:
+    index: int
+    node: NodeConfig
+    data_dir: Path
+    expected: int | None
+    reading: PortReading
+
+
+def data_dir_findings(config: Config) -> tuple[list[str], list[str]]:
+    """(problems, warnings) about the local drivers' data directories as this host
+    shows them: a directory that is not a data directory, or whose server runs (or
+    would run) on another port than its node's DSN, is a problem (two nodes' swapped
+    data_dir is one problem naming both); a missing one, or one whose port cannot be
+    told, a warning. Each line starts with the key path."""
+    problems: list[tuple[int, str]] = []
+    warnings: list[str] = []
+    dirs: list[_LocalDir] = []
+    for i, node in enumerate(config.nodes):
+        driver = node.driver
+        if not isinstance(driver, LocalDriverConfig):
+            continue
+        where = f"nodes[{i}].driver.data_dir"
+        path = driver.data_dir
+        state = directory_state(path)
+        if state in ("missing", "empty"):
+            what = "does not exist on this host" if state == "missing" else "is empty"
+            warnings.append(
+                f"{where} ({node.name}): {path} {what}; a local driver runs pg_ctl here, next "
+                f"to the data directory, and until one is there it can only re-clone "
+                f"{node.name} (rejoin.allow_basebackup)"
+            )
+            continue
+        if state == "unreadable":
+            warnings.append(f"{where} ({node.name}): cannot look into {path}; run check-config "
+                            "as the controller's user to check it")
+            continue
+        if state != "pgdata":
+            what = "is not a directory" if state == "not_a_directory" else (
+                "is not a PostgreSQL data directory (no PG_VERSION)"
+            )
+            problems.append((i, f"{where}: {path} {what}; {node.name}'s data_dir must be its "
+                                "PostgreSQL data directory"))
+            continue
+        pinned = config.system_identifier
+        found = control_file_identifier(path) if pinned is not None else None
+        if pinned is not None and found is not None and found != pinned:
+            problem = identifier_problem(node.name, path, found, pinned,
+                                         "pinned by system_identifier")
+            problems.append((i, f"{where}: {problem}"))
+            continue
+        reading = directory_port(path)
+        if reading.port is None:
+            warnings.append(
+                f"{where} ({node.name}): cannot tell which port {path}'s server would run on "
+                f"({reading.problem}); the driver refuses to stop, start, rewind or re-clone "
+                f"{node.name} until it can"
+            )
+            continue
+        dirs.append(_LocalDir(i, node, path, dsn_port(node.dsn), reading))
+    problems += _port_mismatches(config, dirs)
+    return [text for _, text in sorted(problems, key=lambda p: p[0])], warnings
+
+
+def _port_mismatches(config: Config, dirs: list[_LocalDir]) -> list[tuple[int, str]]:
+    """One problem per data directory on another node's port; one per swapped pair."""
+    wrong = {d.index: d for d in dirs if d.expected is not None and d.reading.port != d.expected}
+    by_index = {d.index: d for d in dirs}
+    problems: list[tuple[int, str]] = []
+    done: set[int] = set()
+    for i, d in sorted(wrong.items()):
+        if i in done:
+            continue
+        owner = _port_owner(config, d, by_index)
+        where = f"nodes[{i}].driver.data_dir"
+        name = d.node.name
+        other = wrong.get(owner) if owner is not None else None
+        if other is not None and other.reading.port == d.expected and owner not in done:
+            done |= {i, other.index}
+            b = other.node.name
+            problems.append((i, (
+                f"{where}: {name} and {b} have their data directories swapped: {name}'s "
+                f"data_dir {d.data_dir}: {d.reading.describe()}, the port of {b}'s dsn; "
+                f"{b}'s data_dir {other.data_dir}: {other.reading.describe()}, the port of "
+                f"{name}'s dsn; exchange the two data_dir values"
+            )))
+        elif owner is not None:
+            b = config.nodes[owner].name
+            problems.append((i, (
+                f"{where}: {d.data_dir} is {b}'s data directory, not {name}'s: "
+                f"{d.reading.describe()}, the port of {b}'s dsn, but {name}'s dsn names port "
+                f"{d.expected}; fix {name}'s data_dir"
+            )))
+        else:
+            problems.append((i, (
+                f"{where}: {d.data_dir} is not {name}'s data directory: "
+                f"{d.reading.describe()}, but {name}'s dsn names port {d.expected}; fix "
+                f"{name}'s data_dir (or its dsn) so both name the same server"
+            )))
+    return problems
+
+
+def _port_owner(config: Config, d: _LocalDir, local: Mapping[int, _LocalDir]) -> int | None:
+    """The other node whose DSN names the port ``d``'s directory shows: one with a local
+    driver first (the same host), else one on the same DSN host."""
+    host = d.node.endpoint()[0]
+    same_port = [
+        j for j, n in enumerate(config.nodes)
+        if j != d.index and dsn_port(n.dsn) == d.reading.port
+    ]
+    for j in same_port:
+        if j in local or isinstance(config.nodes[j].driver, LocalDriverConfig):
+            return j
+    for j in same_port:
+        if config.nodes[j].endpoint()[0] == host:
+            return j
+    return None
+
+
 def config_warnings(config: Config) -> list[str]:
     """Things that are allowed but probably not what the operator wants."""
     warnings: list[str] = []
@@ -887,12 +1149,17 @@ def config_warnings(config: Config) -> list[str]:
                     "use a libpq passfile (~/.pgpass or passfile=...), PGPASSWORD, or a "
                     "service file instead"
                 )
+    warnings += data_dir_findings(config)[1]
     for i, node in enumerate(config.nodes):
         driver = node.driver
-        if isinstance(driver, LocalDriverConfig) and not driver.data_dir.exists():
+        acts = isinstance(driver, CommandDriverConfig) and any(
+            (driver.stop, driver.start, driver.rewind, driver.basebackup, driver.standby_config)
+        )
+        if isinstance(driver, CommandDriverConfig) and acts and driver.identity is None:
             warnings.append(
-                f"nodes[{i}].driver.data_dir ({node.name}): {driver.data_dir} does not exist on "
-                "this host; a local driver runs pg_ctl here, next to the data directory"
+                f"nodes[{i}].driver ({node.name}): a command driver without an identity "
+                f"command cannot check that its commands act on {node.name}'s data "
+                "directory; add identity = \"...\" (docs/drivers.md)"
             )
     promotable = [n for n in config.nodes if n.priority > 0]
     if not promotable:
@@ -943,11 +1210,6 @@ def config_warnings(config: Config) -> list[str]:
         warnings.append(f"failover.failback has no effect in {config.mode.value} mode")
     warnings += _replication_warnings(config)
     warnings += _api_warnings(config.api)
-    if config.timing.probe_timeout > config.timing.replica_silence:
-        warnings.append(
-            "timing.probe_timeout is longer than timing.replica_silence: a hung primary is "
-            "detected by probe timeouts, not by its replicas' silence"
-        )
     return warnings
 
 
@@ -1073,21 +1335,20 @@ def _driver_text(driver: LocalDriverConfig | CommandDriverConfig | None) -> str:
     if isinstance(driver, LocalDriverConfig):
         return f"local: pg_ctl/pg_rewind/pg_basebackup on this host, data in {driver.data_dir}"
     steps = [name for name in ("stop", "start", "status", "rewind", "basebackup",
-                               "standby_config", "fence") if getattr(driver, name)]
+                               "standby_config", "fence", "identity") if getattr(driver, name)]
     return f"command: {', '.join(steps) or 'no steps'}"
 
 
 def rejoin_capable(config: Config) -> list[str]:
     """Nodes whose driver can run the rejoin procedure (in file order)."""
-    from hacontrol.drivers.config import build_driver
     from hacontrol.rejoin import missing_steps
 
     allow = config.rejoin.allow_basebackup
+    drivers = config.build_drivers()
     return [
         n.name
         for n in config.nodes
-        if n.driver is not None
-        and not missing_steps(build_driver(n.driver, n.name), allow_basebackup=allow)
+        if n.driver is not None and not missing_steps(drivers[n.name], allow_basebackup=allow)
     ]
 
 
@@ -1122,10 +1383,21 @@ def _rejoin_lines(config: Config) -> list[str]:
     return lines
 
 
+def _identity_line(config: Config) -> str:
+    checks = (
+        "drivers act only on a data directory that shows its node's dsn port and, once "
+        "known, the cluster's system identifier"
+    )
+    if config.system_identifier is not None:
+        return (f"identity: system identifier {config.system_identifier} (pinned): a node or "
+                f"data directory reporting another is never acted on; {checks}")
+    return f"identity: the system identifier is learned from the nodes (not pinned); {checks}"
+
+
 def explain(config: Config) -> str:
     """A human summary of what this configuration makes the controller do."""
     t, f, pg, h = config.timing, config.failover, config.postgres, config.hooks
-    lines = [f"mode: {_MODE_TEXT[config.mode]}", "nodes:"]
+    lines = [f"mode: {_MODE_TEXT[config.mode]}", _identity_line(config), "nodes:"]
     width = max(len(n.name) for n in config.nodes)
     for node in config.nodes:
         note = "never promoted" if node.priority == 0 else f"priority {node.priority}"

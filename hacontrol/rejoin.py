@@ -16,6 +16,10 @@ journal:
 A method that fails leaves the node stopped before the next is tried; when
 every method fails the node is left stopped (and still fenced), never running
 as a primary.
+
+A step the driver refuses because the data directory is not proven to be the
+node's ends the rejoin at once: every other method would act on the same
+directory, which may be another node's (even the new primary's).
 """
 
 from __future__ import annotations
@@ -129,6 +133,8 @@ async def rejoin(
         return done(False, f"not rejoining {node.name}: {problem}")
 
     stopped = await _ensure_stopped(driver, lambda c: step(None, c))
+    if stopped.refused:
+        return done(False, f"rejoin of {node.name} not attempted: {stopped.detail}")
     if not stopped.ok:
         return done(False, f"could not stop {node.name}: {stopped.detail}")
 
@@ -146,14 +152,21 @@ async def rejoin(
             prepared = await step(method, driver.basebackup(primary.replication_dsn or primary.dsn))
         else:
             prepared = DriverResult(RESTART, True, "no rewind needed")
+        if prepared.refused:
+            return done(False, f"rejoin of {node.name} abandoned: {prepared.detail}")
         if not prepared.ok:
             failures.append(f"{method}: {prepared.detail}")
             continue
         configured = await step(method, driver.write_standby_config(conninfo))
+        if configured.refused:
+            return done(False, f"rejoin of {node.name} abandoned: {configured.detail}")
         if not configured.ok:
             failures.append(f"{method}: {configured.detail}")
             break  # no start without standby.signal: it would come up as a primary
         launched = await step(method, driver.start())
+        if launched.refused:
+            return done(False, f"rejoin of {node.name} abandoned after {method}: "
+                        f"{launched.detail}; it is left stopped and fenced", stopped=True)
         streaming = ""
         if launched.ok:
             streaming = await _wait_streaming(node, primary, timeout, connect_timeout)
@@ -194,7 +207,7 @@ async def _ensure_stopped(driver: NodeDriver, step: Callable[[Any], Any]) -> Dri
         return state
     for mode in ("fast", "immediate"):
         result: DriverResult = await step(driver.stop(mode))
-        if result.ok:
+        if result.ok or result.refused:
             return result
     return result
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from hacontrol.drivers.identity import UINT64_MASK
 from hacontrol.redact import redact_text
 
 # Keep step output in the journal short: enough to diagnose, never megabytes.
@@ -36,6 +37,10 @@ class Step(StrEnum):
     BASEBACKUP = "basebackup"
     STANDBY_CONFIG = "standby_config"
     FENCE = "fence"
+    # Withdraw a pending promote request (remove promote.signal) of a stopped node.
+    DISCARD_PROMOTE = "discard_promote"
+    # Not a host step: the proof that the data directory is the node's (docs/drivers.md).
+    IDENTITY = "identity"
 
 
 STOP_MODES = ("smart", "fast", "immediate")
@@ -56,6 +61,8 @@ class DriverResult:
     # status(): True/False when known, None when the status could not be read.
     running: bool | None = None
     returncode: int | None = None
+    # The step was not attempted: the data directory was not proven to be the node's.
+    refused: bool = False
 
     def fields(self) -> dict[str, Any]:
         """JSON-friendly fields for the journal."""
@@ -75,12 +82,30 @@ class DriverResult:
             out["running"] = self.running
         if self.returncode is not None:
             out["returncode"] = self.returncode
+        if self.refused:
+            out["refused"] = True
         return out
 
 
 def not_possible(step: Step | str, why: str = "not possible without a driver") -> DriverResult:
     """The result of a step this driver cannot do."""
     return DriverResult(str(step), False, why, possible=False)
+
+
+_VERBS = {
+    "basebackup": "re-clone",
+    "standby_config": "write the standby configuration of",
+    "identity": "act on",
+    "discard_promote": "discard the promote request of",
+}
+
+
+def refusal(step: Step | str, node: str, reason: str, duration_s: float = 0.0) -> DriverResult:
+    """The result of a step refused because the data directory is not proven to be
+    ``node``'s: nothing was attempted."""
+    verb = _VERBS.get(str(step), str(step))
+    return DriverResult(str(step), False, f"refused to {verb} {node}: {reason}",
+                        duration_s=duration_s, refused=True)
 
 
 class NodeDriver(ABC):
@@ -90,6 +115,44 @@ class NodeDriver(ABC):
     node: str = ""
     #: The steps this driver can do.
     capabilities: frozenset[Step] = frozenset()
+    #: The port of the node's DSN, which its data directory must show (None: not checked).
+    expected_port: int | None = None
+    #: ``system_identifier`` from the configuration; what the controller learns never
+    #: replaces it.
+    pinned_system_identifier: int | None = None
+    #: The cluster's system identifier as the controller last learned it.
+    learned_system_identifier: int | None = None
+
+    def expect_system_identifier(self, value: int | None) -> None:
+        """Tell the driver the cluster's system identifier (None: not known). From then
+        on it acts only on a data directory whose control file names the same one."""
+        # pg_control_system() returns it as a signed bigint, pg_controldata unsigned.
+        self.learned_system_identifier = None if value is None else value & UINT64_MASK
+
+    def expected_system_identifier(self) -> tuple[int | None, str, str]:
+        """(the identifier a data directory must show, where it comes from, a conflict
+        that makes every directory fail); (None, "", "") while none is known."""
+        pinned, learned = self.pinned_system_identifier, self.learned_system_identifier
+        if pinned is not None and learned is not None and pinned != learned:
+            return pinned, "pinned by system_identifier", (
+                f"the cluster reports system identifier {learned}, but system_identifier "
+                f"in the configuration pins {pinned}; no data directory can be proven to be "
+                f"{self.node}'s until they agree: fix system_identifier, or the nodes' dsn"
+            )
+        if pinned is not None:
+            return pinned, "pinned by system_identifier", ""
+        if learned is not None:
+            return learned, "learned from the cluster", ""
+        return None, "", ""
+
+    async def verify_identity(
+        self, step: Step | str = Step.IDENTITY, *, absent_ok: bool = False
+    ) -> DriverResult:
+        """Prove the data directory this driver acts on is the node's. ok: proven (or,
+        with ``absent_ok``, nothing there to prove); else a refusal of ``step`` naming
+        what was found, what was expected and the fix. ``possible=False``: this driver
+        cannot check."""
+        return not_possible(Step.IDENTITY, f"{self.describe()} cannot check its data directory")
 
     def can(self, *steps: Step) -> bool:
         """True when every one of ``steps`` is supported."""
@@ -131,6 +194,11 @@ class NodeDriver(ABC):
     async def fence(self) -> DriverResult:
         """A host-level fence (e.g. STONITH); optional."""
         return not_possible(Step.FENCE, f"{self.describe()} has no fence step")
+
+    async def discard_promote(self) -> DriverResult:
+        """Remove a promote request (promote.signal) from the stopped node's data
+        directory: it survives a restart, so only this keeps it from ever landing."""
+        return not_possible(Step.DISCARD_PROMOTE, f"{self.describe()} cannot discard a promote")
 
     async def final_lsn(self) -> int | None:
         """The end of WAL of the cleanly stopped node (its shutdown checkpoint's

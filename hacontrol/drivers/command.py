@@ -3,11 +3,18 @@
 Each template runs through /bin/sh in its own session with its step's timeout;
 its output (tail, redacted) goes into the result for the journal. Placeholder
 values are shell-quoted, so a DSN with spaces stays one argument.
+
+With an ``identity`` template, every stop, start, rewind, base backup and standby
+configuration is preceded by it: what it prints (the directory's port and/or
+system identifier) must match the node's DSN port and the cluster's identifier,
+or the step is refused. Without one this driver cannot check which data
+directory its commands act on.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import string
 from dataclasses import replace
@@ -20,13 +27,43 @@ from hacontrol.drivers.base import (
     Step,
     last_line,
     not_possible,
+    refusal,
     run_process,
 )
 from hacontrol.drivers.config import CommandDriverConfig
+from hacontrol.drivers.identity import UINT64_MASK, identifier_problem, parse_int
 from hacontrol.redact import dsn_password, redact_text
 
 # pg_ctl status and systemctl is-active both exit 3 for "not running".
 STATUS_STOPPED = 3
+# pg_ctl status exits 4 when there is no data directory: an identity command says
+# so the same way, which only a base backup accepts.
+IDENTITY_NO_DATA_DIR = 4
+# The identity command needs only to read a few files: never a whole step's budget.
+IDENTITY_TIMEOUT_S = 30.0
+_IDENTITY_LINE = re.compile(
+    r"^\s*(?:database\s+)?(port|system[ _]identifier)\s*[:=]\s*(\S+)\s*$", re.IGNORECASE
+)
+
+
+def parse_identity(output: str) -> tuple[int | None, int | None]:
+    """(port, system identifier) from an identity command's output: lines such as
+    ``port=5432``, ``system_identifier = 7301...`` or pg_controldata's
+    ``Database system identifier: 7301...``; the last of each wins."""
+    port: int | None = None
+    identifier: int | None = None
+    for line in output.splitlines():
+        match = _IDENTITY_LINE.match(line)
+        if match is None:
+            continue
+        value = parse_int(match[2])
+        if value is None:
+            continue
+        if match[1].lower() == "port":
+            port = value
+        else:
+            identifier = value & UINT64_MASK
+    return port, identifier
 
 
 class _QuotingFormatter(string.Formatter):
@@ -45,9 +82,18 @@ def render(template: str, values: dict[str, str]) -> str:
 class CommandDriver(NodeDriver):
     """Runs the configured template for each step; steps without one are not possible."""
 
-    def __init__(self, cfg: CommandDriverConfig, node: str) -> None:
+    def __init__(
+        self,
+        cfg: CommandDriverConfig,
+        node: str,
+        *,
+        expected_port: int | None = None,
+        system_identifier: int | None = None,
+    ) -> None:
         self.cfg = cfg
         self.node = node
+        self.expected_port = expected_port
+        self.pinned_system_identifier = system_identifier
         steps = {
             Step.STOP: cfg.stop,
             Step.START: cfg.start,
@@ -56,6 +102,8 @@ class CommandDriver(NodeDriver):
             Step.BASEBACKUP: cfg.basebackup,
             Step.STANDBY_CONFIG: cfg.standby_config,
             Step.FENCE: cfg.fence,
+            Step.DISCARD_PROMOTE: cfg.discard_promote,
+            Step.IDENTITY: cfg.identity,
         }
         self.templates = {step: t for step, t in steps.items() if t}
         self.capabilities = frozenset(self.templates)
@@ -101,13 +149,67 @@ class CommandDriver(NodeDriver):
             str(step), ok, detail, proc.output, proc.duration_s, returncode=proc.returncode
         )
 
+    async def verify_identity(
+        self, step: Step | str = Step.IDENTITY, *, absent_ok: bool = False
+    ) -> DriverResult:
+        """Run the ``identity`` command and compare what it prints with the node's DSN
+        port and the cluster's system identifier; ``possible=False`` without one."""
+        if Step.IDENTITY not in self.templates:
+            return not_possible(Step.IDENTITY, f"no identity command configured for "
+                                f"{self.node}: its data directory is not checked")
+        result = await self._run(Step.IDENTITY, timeout=min(self.cfg.timeout, IDENTITY_TIMEOUT_S))
+        label = self.cfg.data_dir or "the directory its commands act on"
+        if result.returncode == IDENTITY_NO_DATA_DIR and not result.timed_out:
+            if absent_ok:
+                return DriverResult(str(Step.IDENTITY), True, "nothing to prove: the identity "
+                                    "command reports no data directory", result.output,
+                                    result.duration_s, returncode=result.returncode)
+            return refusal(step, self.node, f"the identity command reports that {label} is "
+                           f"no data directory (expected {self.node}'s); fix the node's "
+                           "[nodes.driver] commands, or re-clone it", result.duration_s)
+        if not result.ok:
+            return refusal(step, self.node, f"cannot prove which data directory its commands "
+                           f"act on: the identity command failed ({result.detail}); fix it "
+                           "(docs/drivers.md)", result.duration_s)
+        port, found = parse_identity(result.output)
+        if port is None and found is None:
+            return refusal(step, self.node, "the identity command printed neither a port "
+                           "nor a system identifier (expected lines such as 'port=5432'); "
+                           "fix it (docs/drivers.md)", result.duration_s)
+        shown: list[str] = []
+        if port is not None and self.expected_port is not None:
+            if port != self.expected_port:
+                return refusal(step, self.node, (
+                    f"{label} is not {self.node}'s data directory: the identity command "
+                    f"reports port {port}, but {self.node}'s dsn names port "
+                    f"{self.expected_port}; fix the node's [nodes.driver] commands (or its dsn) "
+                    "so both name the same server"
+                ), result.duration_s)
+            shown.append(f"port {port}")
+        expected, how, conflict = self.expected_system_identifier()
+        if conflict:
+            return refusal(step, self.node, conflict, result.duration_s)
+        if found is not None and expected is not None:
+            problem = identifier_problem(self.node, label, found, expected, how)
+            if problem:
+                return refusal(step, self.node, problem, result.duration_s)
+            shown.append(f"system identifier {found}")
+        proven = ", ".join(shown) or "nothing the configuration could compare"
+        return DriverResult(str(Step.IDENTITY), True, f"identity command: {proven}",
+                            result.output, result.duration_s, returncode=0)
+
+    async def _proven(self, step: Step, *, absent_ok: bool = False) -> DriverResult | None:
+        """The refusal of ``step``, or None to go ahead (proven, or nothing to check with)."""
+        proof = await self.verify_identity(step, absent_ok=absent_ok)
+        return proof if proof.possible and not proof.ok else None
+
     async def stop(self, mode: str = "fast") -> DriverResult:
         if mode not in STOP_MODES:
             return DriverResult(str(Step.STOP), False, f"unknown stop mode {mode!r}")
-        return await self._run(Step.STOP, mode=mode)
+        return await self._proven(Step.STOP) or await self._run(Step.STOP, mode=mode)
 
     async def start(self) -> DriverResult:
-        return await self._run(Step.START)
+        return await self._proven(Step.START) or await self._run(Step.START)
 
     async def status(self) -> DriverResult:
         result = await self._run(Step.STATUS)
@@ -120,18 +222,25 @@ class CommandDriver(NodeDriver):
         return result
 
     async def rewind(self, source_dsn: str) -> DriverResult:
-        return await self._run(Step.REWIND, source_dsn=source_dsn)
+        return await self._proven(Step.REWIND) or await self._run(
+            Step.REWIND, source_dsn=source_dsn
+        )
 
     async def basebackup(self, source_dsn: str) -> DriverResult:
-        return await self._run(
+        return await self._proven(Step.BASEBACKUP, absent_ok=True) or await self._run(
             Step.BASEBACKUP, timeout=self.cfg.basebackup_timeout, source_dsn=source_dsn
         )
 
     async def write_standby_config(self, primary_conninfo: str) -> DriverResult:
-        return await self._run(Step.STANDBY_CONFIG, primary_conninfo=primary_conninfo)
+        return await self._proven(Step.STANDBY_CONFIG) or await self._run(
+            Step.STANDBY_CONFIG, primary_conninfo=primary_conninfo
+        )
 
     async def fence(self) -> DriverResult:
         return await self._run(Step.FENCE)
+
+    async def discard_promote(self) -> DriverResult:
+        return await self._proven(Step.DISCARD_PROMOTE) or await self._run(Step.DISCARD_PROMOTE)
 
 
 def _placeholders(template: str) -> set[str]:

@@ -10,23 +10,40 @@ data_dir = "/var/lib/postgresql/15/main"
 ```
 
 No table means no driver: the controller then does only what SQL can do.
+
+Step timeouts are finite and bounded (:data:`MAX_STEP_TIMEOUT_S`,
+:data:`MAX_BASEBACKUP_TIMEOUT_S`): a driver step that may hang for ever would
+hold a rejoin or a switchover for ever too.
 """
 
 from __future__ import annotations
 
 import string
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hacontrol.drivers.base import NodeDriver, NullDriver
+from hacontrol.drivers.identity import dsn_port
 
 # Placeholders a command template may use (see docs/drivers.md).
 PLACEHOLDERS = frozenset(
     {"node", "data_dir", "source_dsn", "primary_conninfo", "mode"}
 )
 FORMAT_SPECS = frozenset({"", "ssh"})
+# One stop, start or rewind taking longer than an hour is a hung step, not a slow one.
+MAX_STEP_TIMEOUT_S = 3600.0
+# A base backup copies the whole database: a week covers tens of terabytes.
+MAX_BASEBACKUP_TIMEOUT_S = 7 * 24 * 3600.0
+
+
+def _step_timeout(default: float) -> Any:
+    return Field(default=default, gt=0, le=MAX_STEP_TIMEOUT_S, allow_inf_nan=False)
+
+
+def _basebackup_timeout() -> Any:
+    return Field(default=3600.0, gt=0, le=MAX_BASEBACKUP_TIMEOUT_S, allow_inf_nan=False)
 
 
 class _DriverSection(BaseModel):
@@ -50,9 +67,9 @@ class LocalDriverConfig(_DriverSection):
     # Keep the node's own *.conf files (port, pg_hba ...) across rewind and base backup,
     # which would otherwise bring the source's copies.
     keep_config: bool = True
-    timeout: float = Field(default=60.0, gt=0)
+    timeout: float = _step_timeout(60.0)
     # A base backup copies the whole database: give it its own, longer budget.
-    basebackup_timeout: float = Field(default=3600.0, gt=0)
+    basebackup_timeout: float = _basebackup_timeout()
 
     @field_validator("data_dir", "bindir", "log_file")
     @classmethod
@@ -102,11 +119,17 @@ class CommandDriverConfig(_DriverSection):
     basebackup: str | None = None
     standby_config: str | None = None
     fence: str | None = None
-    timeout: float = Field(default=60.0, gt=0)
-    basebackup_timeout: float = Field(default=3600.0, gt=0)
+    # Removes {data_dir}/promote.signal of the stopped node (a pending promote request).
+    discard_promote: str | None = None
+    # Prints the data directory's port and/or system identifier; run before every
+    # step that changes the node, which is refused when they do not match.
+    identity: str | None = None
+    timeout: float = _step_timeout(60.0)
+    basebackup_timeout: float = _basebackup_timeout()
 
     @field_validator(
-        "stop", "start", "status", "rewind", "basebackup", "standby_config", "fence"
+        "stop", "start", "status", "rewind", "basebackup", "standby_config", "fence",
+        "discard_promote", "identity",
     )
     @classmethod
     def _template(cls, value: str | None) -> str | None:
@@ -116,14 +139,32 @@ class CommandDriverConfig(_DriverSection):
 DriverConfig = Annotated[LocalDriverConfig | CommandDriverConfig, Field(discriminator="kind")]
 
 
-def build_driver(cfg: LocalDriverConfig | CommandDriverConfig | None, node_name: str) -> NodeDriver:
-    """The driver for node ``node_name`` (:class:`NullDriver` when ``cfg`` is None)."""
+def build_driver(
+    cfg: LocalDriverConfig | CommandDriverConfig | None,
+    node_name: str,
+    *,
+    dsn: str | None = None,
+    system_identifier: int | None = None,
+) -> NodeDriver:
+    """The driver for node ``node_name`` (:class:`NullDriver` when ``cfg`` is None).
+
+    ``dsn``: the node's DSN, whose port its data directory must show before the
+    driver acts on it; ``system_identifier``: the configuration's pinned one.
+    """
+    port = dsn_port(dsn) if dsn is not None else None
     if cfg is None:
-        return NullDriver(node_name)
-    if isinstance(cfg, LocalDriverConfig):
+        driver: NodeDriver = NullDriver(node_name)
+    elif isinstance(cfg, LocalDriverConfig):
         from hacontrol.drivers.local import LocalDriver
 
-        return LocalDriver.from_config(cfg, node_name)
-    from hacontrol.drivers.command import CommandDriver
+        if dsn is not None and port is None:
+            # The configuration refuses such a node; a caller that skipped it must not
+            # get a driver that cannot prove anything.
+            raise ValueError(f"{node_name}: the dsn names no single numeric port")
+        driver = LocalDriver.from_config(cfg, node_name, expected_port=port)
+    else:
+        from hacontrol.drivers.command import CommandDriver
 
-    return CommandDriver(cfg, node_name)
+        driver = CommandDriver(cfg, node_name, expected_port=port)
+    driver.pinned_system_identifier = system_identifier
+    return driver

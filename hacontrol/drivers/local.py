@@ -8,6 +8,12 @@ password travels in PGPASSWORD.
 pg_rewind and pg_basebackup copy the source's configuration files over the
 node's own; the node's top-level ``*.conf`` files (port, pg_hba, auto.conf ...)
 are put back afterwards unless ``keep_config`` is off.
+
+Before a stop, start, rewind, re-clone or standby configuration the driver
+proves the data directory is the node's (:mod:`hacontrol.drivers.identity`):
+its port must be the one of the node's DSN and, once the cluster's system
+identifier is known, its control file must name that one. Otherwise the step is
+refused and nothing runs.
 """
 
 from __future__ import annotations
@@ -30,15 +36,27 @@ from hacontrol.drivers.base import (
     Step,
     _kill_group,
     last_line,
+    refusal,
     run_process,
     scrub,
 )
 from hacontrol.drivers.config import LocalDriverConfig
+from hacontrol.drivers.identity import (
+    controldata_identifier,
+    directory_port,
+    directory_state,
+    identifier_problem,
+    port_problem,
+    state_problem,
+)
+from hacontrol.drivers.identity import postmaster_alive as _postmaster_alive
 from hacontrol.model import parse_lsn
 from hacontrol.testing.runas import Owner, data_owner
 
 AUTO_CONF = "postgresql.auto.conf"
 STANDBY_SIGNAL = "standby.signal"
+# Left by pg_promote until the startup process acts on it, also across a restart.
+PROMOTE_SIGNAL = "promote.signal"
 # pg_ctl status: 0 running, 3 not running, 4 no data directory.
 _PG_CTL_STOPPED = (3, 4)
 
@@ -72,24 +90,6 @@ def set_auto_conf(text: str, settings: dict[str, str]) -> str:
     return "\n".join(kept) + "\n"
 
 
-def _postmaster_alive(pidfile: Path) -> bool:
-    """True while the PID in ``pidfile`` names a live (not zombie) process; True when
-    it cannot be told (the lock file is being written or read fails)."""
-    try:
-        pid = int(pidfile.read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return pidfile.exists()
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    # The state follows the command name, which is in parentheses and may hold spaces.
-    state = stat.rsplit(")", 1)[-1].split()[:1]
-    return state != ["Z"]
-
-
 def split_password(dsn: str) -> tuple[str, dict[str, str]]:
     """``dsn`` without its password, and the environment that carries it instead."""
     params = conninfo_to_dict(dsn)
@@ -104,7 +104,8 @@ class LocalDriver(NodeDriver):
     """pg_ctl / pg_rewind / pg_basebackup on this host, as the data directory's owner."""
 
     capabilities = frozenset(
-        {Step.STOP, Step.START, Step.STATUS, Step.REWIND, Step.BASEBACKUP, Step.STANDBY_CONFIG}
+        {Step.STOP, Step.START, Step.STATUS, Step.REWIND, Step.BASEBACKUP, Step.STANDBY_CONFIG,
+         Step.DISCARD_PROMOTE, Step.IDENTITY}
     )
 
     def __init__(
@@ -120,8 +121,14 @@ class LocalDriver(NodeDriver):
         timeout: float = 60.0,
         basebackup_timeout: float = 3600.0,
         basebackup_args: Sequence[str] = (),
+        expected_port: int | None = None,
+        system_identifier: int | None = None,
     ) -> None:
         self.node = node
+        # None only for callers that know the directory is right (tests, drills): the
+        # configuration always gives the port of the node's DSN.
+        self.expected_port = expected_port
+        self.pinned_system_identifier = system_identifier
         self.data_dir = Path(data_dir)
         self._bindir = Path(bindir) if bindir is not None else None
         self.os_user = os_user
@@ -134,8 +141,16 @@ class LocalDriver(NodeDriver):
         self.basebackup_args = tuple(basebackup_args)
 
     @classmethod
-    def from_config(cls, cfg: LocalDriverConfig, node: str) -> LocalDriver:
-        """A driver built from a ``[nodes.driver]`` table with ``kind = "local"``."""
+    def from_config(
+        cls,
+        cfg: LocalDriverConfig,
+        node: str,
+        *,
+        expected_port: int | None = None,
+        system_identifier: int | None = None,
+    ) -> LocalDriver:
+        """A driver built from a ``[nodes.driver]`` table with ``kind = "local"``;
+        ``expected_port``: the port of the node's DSN."""
         return cls(
             node,
             cfg.data_dir,
@@ -146,6 +161,8 @@ class LocalDriver(NodeDriver):
             keep_config=cfg.keep_config,
             timeout=cfg.timeout,
             basebackup_timeout=cfg.basebackup_timeout,
+            expected_port=expected_port,
+            system_identifier=system_identifier,
         )
 
     def describe(self) -> str:
@@ -215,6 +232,58 @@ class LocalDriver(NodeDriver):
         parent = self.data_dir.parent
         return str(parent) if parent.is_dir() else None
 
+    # -- identity
+
+    async def verify_identity(
+        self, step: Step | str = Step.IDENTITY, *, absent_ok: bool = False
+    ) -> DriverResult:
+        """Prove ``data_dir`` is this node's: a data directory whose server runs (or
+        would run) on ``expected_port`` and, once known, whose control file names the
+        cluster's system identifier. ``absent_ok``: a missing or empty directory
+        passes (a base backup into it replaces nothing)."""
+        started = time.monotonic()
+        state = directory_state(self.data_dir)
+        if absent_ok and state in ("missing", "empty"):
+            what = "does not exist" if state == "missing" else "is empty"
+            return DriverResult(str(Step.IDENTITY), True, f"nothing to prove: {self.data_dir} "
+                                f"{what}")
+        problem = state_problem(self.node, self.data_dir, state, self.expected_port)
+        if problem:
+            return refusal(step, self.node, problem)
+        shown: list[str] = []
+        if self.expected_port is not None:
+            reading = directory_port(self.data_dir)
+            problem = port_problem(self.node, self.data_dir, reading, self.expected_port)
+            if problem:
+                return refusal(step, self.node, problem)
+            shown.append(reading.describe())
+        expected, how, conflict = self.expected_system_identifier()
+        if conflict:
+            return refusal(step, self.node, conflict)
+        if expected is not None:
+            found, why = await self._system_identifier()
+            problem = identifier_problem(self.node, self.data_dir, found, expected, how, why)
+            if problem:
+                return refusal(step, self.node, problem, time.monotonic() - started)
+            shown.append(f"its system identifier is {found}")
+        proven = "; ".join(shown) if shown else "a data directory (nothing more to check)"
+        return DriverResult(str(Step.IDENTITY), True, f"{self.data_dir} is {self.node}'s: "
+                            f"{proven}", duration_s=time.monotonic() - started)
+
+    async def _system_identifier(self) -> tuple[int | None, str]:
+        """The directory's system identifier by pg_controldata, or (None, why not)."""
+        result = await self._pg(Step.IDENTITY, "pg_controldata", "-D", str(self.data_dir),
+                                timeout=min(self.timeout, 30.0))
+        if not result.ok:
+            return None, result.detail
+        found = controldata_identifier(result.output)
+        return found, "" if found is not None else "no 'Database system identifier' line"
+
+    async def _checked_status(self, step: Step) -> tuple[DriverResult, DriverResult]:
+        # Both only read: side by side, the proof costs a stop no extra time.
+        state, proof = await asyncio.gather(self.status(), self.verify_identity(step))
+        return state, proof
+
     # -- steps
 
     async def status(self) -> DriverResult:
@@ -230,7 +299,9 @@ class LocalDriver(NodeDriver):
     async def stop(self, mode: str = "fast") -> DriverResult:
         if mode not in STOP_MODES:
             return DriverResult("stop", False, f"unknown stop mode {mode!r}")
-        state = await self.status()
+        state, proof = await self._checked_status(Step.STOP)
+        if not proof.ok:
+            return proof
         if state.running is False:
             return DriverResult("stop", True, "already stopped", duration_s=state.duration_s)
         started = time.monotonic()
@@ -256,7 +327,9 @@ class LocalDriver(NodeDriver):
                             time.monotonic() - started, returncode=0)
 
     async def start(self) -> DriverResult:
-        state = await self.status()
+        state, proof = await self._checked_status(Step.START)
+        if not proof.ok:
+            return proof
         if state.running:
             return DriverResult("start", True, "already running", duration_s=state.duration_s)
         started = time.monotonic()
@@ -317,7 +390,9 @@ class LocalDriver(NodeDriver):
         return scrub(text.strip()[-2000:])
 
     async def rewind(self, source_dsn: str) -> DriverResult:
-        state = await self.status()
+        state, proof = await self._checked_status(Step.REWIND)
+        if not proof.ok:
+            return proof
         if state.running is not False:
             why = "the server is running" if state.running else state.detail
             return DriverResult("rewind", False, f"not rewinding: {why}; stop it first")
@@ -348,7 +423,13 @@ class LocalDriver(NodeDriver):
         return result.ok and bool(result.output.strip())
 
     async def basebackup(self, source_dsn: str) -> DriverResult:
-        state = await self.status()
+        # The old directory is renamed away, never deleted; still, only the node's own
+        # may be replaced. A missing or empty one has nothing to prove.
+        state, proof = await asyncio.gather(
+            self.status(), self.verify_identity(Step.BASEBACKUP, absent_ok=True)
+        )
+        if not proof.ok:
+            return proof
         if state.running is not False:
             why = "the server is running" if state.running else state.detail
             return DriverResult("basebackup", False, f"not cloning: {why}; stop it first")
@@ -411,6 +492,11 @@ class LocalDriver(NodeDriver):
 
     async def write_standby_config(self, primary_conninfo: str) -> DriverResult:
         started = time.monotonic()
+        # standby.signal and a read-only default in the new primary's directory would
+        # demote it at its next restart or reload.
+        proof = await self.verify_identity(Step.STANDBY_CONFIG)
+        if not proof.ok:
+            return proof
         try:
             owner = self.owner()
             auto = self.data_dir / AUTO_CONF
@@ -423,16 +509,49 @@ class LocalDriver(NodeDriver):
             )
             _write_file(auto, new_text.encode(), owner)
             _write_file(self.data_dir / STANDBY_SIGNAL, b"", owner)
+            # A promote request left from an abandoned failover would make the
+            # rejoined replica promote itself at this start.
+            (self.data_dir / PROMOTE_SIGNAL).unlink(missing_ok=True)
         except Exception as exc:
             return DriverResult("standby_config", False, scrub(f"cannot write standby "
                                 f"configuration: {exc}"), duration_s=time.monotonic() - started)
         return DriverResult("standby_config", True, "standby.signal and primary_conninfo written",
                             duration_s=time.monotonic() - started)
 
+    async def discard_promote(self) -> DriverResult:
+        started = time.monotonic()
+        state, proof = await asyncio.gather(self.status(), self.verify_identity(
+            Step.DISCARD_PROMOTE))
+        if not proof.ok:
+            return proof
+        if state.running is not False:
+            return DriverResult(str(Step.DISCARD_PROMOTE), False, "the server is not known to"
+                                " be stopped; stop it first", duration_s=time.monotonic() - started)
+        signal_file = self.data_dir / PROMOTE_SIGNAL
+        try:
+            present = signal_file.exists()
+            signal_file.unlink(missing_ok=True)
+        except OSError as exc:
+            return DriverResult(str(Step.DISCARD_PROMOTE), False, scrub(f"cannot remove"
+                                f" {signal_file}: {exc}"), duration_s=time.monotonic() - started)
+        detail = f"{PROMOTE_SIGNAL} removed" if present else f"no {PROMOTE_SIGNAL} left"
+        return DriverResult(str(Step.DISCARD_PROMOTE), True, detail,
+                            duration_s=time.monotonic() - started)
+
     async def final_lsn(self) -> int | None:
-        """The end of WAL of a cleanly shut down node (its shutdown checkpoint), else None."""
+        """The end of WAL of a cleanly shut down node (its shutdown checkpoint), else None
+        (also when the directory is not proven to be the node's)."""
+        if self.expected_port is not None:
+            reading = directory_port(self.data_dir)
+            if port_problem(self.node, self.data_dir, reading, self.expected_port):
+                return None
         result = await self._pg("controldata", "pg_controldata", "-D", str(self.data_dir))
         if not result.ok:
+            return None
+        expected, _, conflict = self.expected_system_identifier()
+        if conflict or (
+            expected is not None and controldata_identifier(result.output) != expected
+        ):
             return None
         fields = dict(
             (k.strip(), v.strip()) for k, _, v in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -235,7 +236,7 @@ def test_bad_env_value_names_the_variable(tmp_path: Path) -> None:
     line = one_problem(tmp_path, NODES, {"HACONTROL_TIMING__PROBE_INTERVAL": "-1"})
     assert line == (
         f"{tmp_path / 'hacontrol.toml'}: timing.probe_interval "
-        "(set by HACONTROL_TIMING__PROBE_INTERVAL): must be greater than 0 (got '-1')"
+        "(set by HACONTROL_TIMING__PROBE_INTERVAL): must be at least 0.01 (got '-1')"
     )
 
 
@@ -324,9 +325,9 @@ LABEL = "hacontrol.toml"
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("timing.probe_interval", "-1", "must be greater than 0 (got -1)"),
-        ("timing.probe_interval", "0", "must be greater than 0 (got 0)"),
-        ("timing.probe_timeout", "0", "must be greater than 0 (got 0)"),
+        ("timing.probe_interval", "-1", "must be at least 0.01 (got -1)"),
+        ("timing.probe_interval", "0", "must be at least 0.01 (got 0)"),
+        ("timing.probe_timeout", "0", "must be at least 0.01 (got 0)"),
         ("timing.failure_threshold", "0", "must be at least 1 (got 0)"),
         ("timing.failure_threshold", "2.5", "must be a whole number (got 2.5)"),
         ("timing.failure_threshold", '"x"', "must be a whole number (got 'x')"),
@@ -621,7 +622,336 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
     assert text.startswith("mode: automatic")
     code, text = check_config(bad, {})
     assert code == 2
-    assert text == f"{bad}: timing.probe_interval: must be greater than 0 (got -1)"
+    assert text == f"{bad}: timing.probe_interval: must be at least 0.01 (got -1)"
+
+
+# ---------------------------------------------------------------- bounds
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("inf", "must be a finite number (got inf)"),
+        ("+inf", "must be a finite number (got inf)"),
+        ("-inf", "must be a finite number (got -inf)"),
+        ("nan", "must be a finite number (got nan)"),
+        ("3e6", "must be at most 60 (got 3e+06)"),
+        ("61", "must be at most 60 (got 61)"),
+    ],
+)
+def test_absurd_probe_timeout_in_the_file_is_refused(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    line = one_problem(tmp_path, NODES + f"[timing]\nprobe_timeout = {value}\n")
+    assert line == f"{tmp_path / LABEL}: timing.probe_timeout: {expected}"
+    code, text = check_config(tmp_path / LABEL, {})
+    assert (code, text) == (2, line)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("inf", "must be a finite number (got 'inf')"),
+        ("Infinity", "must be a finite number (got 'Infinity')"),
+        ("-inf", "must be a finite number (got '-inf')"),
+        ("nan", "must be a finite number (got 'nan')"),
+        ("NaN", "must be a finite number (got 'NaN')"),
+        ("3e6", "must be at most 60 (got '3e6')"),
+    ],
+)
+def test_absurd_probe_timeout_from_the_environment_is_refused(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    env = {"HACONTROL_TIMING__PROBE_TIMEOUT": value}
+    line = one_problem(tmp_path, NODES, env)
+    assert line == (
+        f"{tmp_path / LABEL}: timing.probe_timeout (set by HACONTROL_TIMING__PROBE_TIMEOUT): "
+        f"{expected}"
+    )
+    code, text = check_config(tmp_path / LABEL, env)
+    assert (code, text) == (2, line)
+
+
+# Every number: (key, its largest allowed value). One past it is refused, and so are
+# inf and nan (for the floats); the largest itself loads (given what it depends on).
+BOUNDS = [
+    ("timing.probe_interval", "60"),
+    ("timing.probe_timeout", "60"),
+    ("timing.failure_threshold", "100"),
+    ("timing.detection_window", "3600"),
+    ("timing.replica_silence", "3600"),
+    ("timing.recovery_threshold", "100"),
+    ("timing.cooldown", "604800"),
+    ("timing.promote_timeout", "3600"),
+    ("timing.repoint_retry", "3600"),
+    ("failover.max_lag_bytes", "1099511627776"),
+    ("failover.failback_delay", "604800"),
+    ("failover.candidate_backoff", "86400"),
+    ("rejoin.timeout", "3600"),
+    ("switchover.catchup_timeout", "3600"),
+    ("switchover.timeout", "7200"),
+    ("postgres.wal_receiver_timeout", "3600"),
+    ("postgres.wal_sender_timeout", "3600"),
+    ("hooks.timeout", "3600"),
+]
+# What the largest values above need from other keys (cross-field rules).
+ROOM = {
+    "timing": {"replica_silence": "3600", "detection_window": "3600", "promote_timeout": "3600"},
+    "switchover": {"timeout": "7200"},
+}
+
+
+@pytest.mark.parametrize(("key", "largest"), BOUNDS)
+def test_every_number_has_an_upper_bound(tmp_path: Path, key: str, largest: str) -> None:
+    section, name = key.split(".")
+    too_big = str(int(largest) + 1)
+    line = one_problem(tmp_path, NODES + f"[{section}]\n{name} = {too_big}\n")
+    assert line == f"{tmp_path / LABEL}: {key}: must be at most {largest} (got {too_big})"
+    tables = {t: dict(values) for t, values in ROOM.items()}
+    tables.setdefault(section, {})[name] = largest
+    text = NODES + "".join(
+        f"[{t}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+        for t, values in tables.items()
+    )
+    config = load_config(write(tmp_path, text), {})
+    assert str(getattr(getattr(config, section), name)).removesuffix(".0") == largest
+
+
+@pytest.mark.parametrize(
+    "key", [k for k, _ in BOUNDS if k.split(".")[1] not in
+            ("failure_threshold", "recovery_threshold", "max_lag_bytes")],
+)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_every_duration_is_finite(tmp_path: Path, key: str, value: str) -> None:
+    section, name = key.split(".")
+    line = one_problem(tmp_path, NODES + f"[{section}]\n{name} = {value}\n")
+    assert line == f"{tmp_path / LABEL}: {key}: must be a finite number (got {value})"
+
+
+@pytest.mark.parametrize("key", ["failure_threshold", "recovery_threshold"])
+def test_counts_are_whole_finite_numbers(tmp_path: Path, key: str) -> None:
+    line = one_problem(tmp_path, NODES + f"[timing]\n{key} = inf\n")
+    assert line.startswith(f"{tmp_path / LABEL}: timing.{key}: must be ")
+
+
+def test_priority_is_bounded(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, NODES.replace("priority = 50", "priority = 1000001"))
+    assert line == f"{tmp_path / LABEL}: nodes[1].priority: must be at most 1000000 (got 1000001)"
+
+
+@pytest.mark.parametrize(
+    ("driver", "expected"),
+    [
+        ("timeout = inf", "nodes[0].driver.timeout: must be a finite number (got inf)"),
+        ("timeout = 3601", "nodes[0].driver.timeout: must be at most 3600 (got 3601)"),
+        ("basebackup_timeout = nan",
+         "nodes[0].driver.basebackup_timeout: must be a finite number (got nan)"),
+        ("basebackup_timeout = 604801",
+         "nodes[0].driver.basebackup_timeout: must be at most 604800 (got 604801)"),
+    ],
+)
+def test_driver_timeouts_are_bounded(tmp_path: Path, driver: str, expected: str) -> None:
+    for kind in ('kind = "local"\ndata_dir = "/nonexistent/x"', 'kind = "command"'):
+        table = f'dbname=postgres"\n[nodes.driver]\n{kind}\n{driver}\n\n[[nodes]]'
+        text = NODES.replace('dbname=postgres"\n\n[[nodes]]', table, 1)
+        assert one_problem(tmp_path, text) == f"{tmp_path / LABEL}: {expected}"
+
+
+def test_probe_round_must_fit_inside_the_replica_silence(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, NODES + "[timing]\nprobe_timeout = 2.9\n")
+    assert line.startswith(
+        f"{tmp_path / LABEL}: timing.probe_timeout: must be at most timing.replica_silence"
+        " - timing.probe_interval = 2.8 s: a replica confirms a lost primary only if it was"
+        " seen streaming within timing.replica_silence before the primary's first failed probe"
+    )
+    assert line.endswith("(got 2.9)")
+    line = one_problem(tmp_path, NODES + "[timing]\nprobe_interval = 3\ndetection_window = 3\n")
+    assert line.startswith(
+        f"{tmp_path / LABEL}: timing.probe_interval: must be less than timing.replica_silence"
+        " (3 s)"
+    )
+    # Raising the silence makes room (its own rule: > wal_receiver_timeout / 2 + 0.5).
+    ok = NODES + "[timing]\nprobe_timeout = 10\nreplica_silence = 10.2\npromote_timeout = 20\n"
+    assert load_config(write(tmp_path, ok), {}).timing.probe_timeout == 10
+
+
+def test_promote_timeout_must_cover_two_probe_timeouts(tmp_path: Path) -> None:
+    line = one_problem(tmp_path, NODES + "[timing]\npromote_timeout = 1.5\n")
+    assert line == (
+        f"{tmp_path / LABEL}: timing.promote_timeout: must be at least 2 × timing.probe_timeout"
+        " = 2 s: the promote's own connection and the probe that sees it promoted may each "
+        "take a probe timeout, so a shorter limit abandons promotions that work (got 1.5)"
+    )
+
+
+def test_the_old_probe_timeout_warning_is_now_an_error(tmp_path: Path) -> None:
+    # probe_timeout > replica_silence used to pass with a warning.
+    found = problems(tmp_path, NODES + "[timing]\nprobe_timeout = 4\npromote_timeout = 5\n")
+    assert [p.split(": ")[1] for p in found] == ["timing.probe_timeout", "timing.promote_timeout"]
+
+
+# ---------------------------------------------------------------- system_identifier
+
+
+def test_system_identifier_pins_the_cluster(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, NODES), {}).system_identifier is None
+    config = load_config(write(tmp_path, "system_identifier = 7301234567890123456\n" + NODES), {})
+    assert config.system_identifier == 7301234567890123456
+    assert "identity: system identifier 7301234567890123456 (pinned)" in explain(config)
+    # Above TOML's largest integer, as a string; and from the environment.
+    big = load_config(write(tmp_path, 'system_identifier = "18446744073709551615"\n' + NODES), {})
+    assert big.system_identifier == (1 << 64) - 1
+    env = load_config(write(tmp_path, NODES), {"HACONTROL_SYSTEM_IDENTIFIER": "42"})
+    assert env.system_identifier == 42
+    empty = load_config(write(tmp_path, 'system_identifier = ""\n' + NODES), {})
+    assert empty.system_identifier is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", "must be greater than 0 (got 0)"),
+        ("-5", "must be greater than 0 (got -5)"),
+        ('"18446744073709551616"',
+         "must be at most 18446744073709551615 (got '18446744073709551616')"),
+        ('"abc"', "must be a whole number (got 'abc')"),
+        ("1.5", "must be a whole number (got 1.5)"),
+    ],
+)
+def test_system_identifier_problems(tmp_path: Path, value: str, expected: str) -> None:
+    line = one_problem(tmp_path, f"system_identifier = {value}\n" + NODES)
+    assert line == f"{tmp_path / LABEL}: system_identifier: {expected}"
+
+
+def test_drivers_are_built_with_the_dsn_port_and_the_pinned_identifier(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "system_identifier = 99\n" + DRIVERS), {})
+    drivers = config.build_drivers()
+    assert drivers["pg1"].expected_port == 5432
+    assert all(d.pinned_system_identifier == 99 for d in drivers.values())
+    assert drivers["pg3"].describe() == "no driver (SQL only)"
+
+
+# ---------------------------------------------------------------- local data directories
+
+
+def fake_pgdata(path: Path, port: int) -> Path:
+    path.mkdir(parents=True)
+    (path / "PG_VERSION").write_text("15\n")
+    (path / "postgresql.conf").write_text(f"port = {port}\n")
+    return path
+
+
+def local_nodes(*nodes: tuple[str, int, Path]) -> str:
+    return "".join(
+        f'[[nodes]]\nname = "{name}"\ndsn = "host=127.0.0.1 port={port} user=postgres"\n'
+        f'[nodes.driver]\nkind = "local"\ndata_dir = "{data}"\n\n'
+        for name, port, data in nodes
+    )
+
+
+def test_swapped_data_dirs_fail_check_config_with_one_line_naming_both(tmp_path: Path) -> None:
+    a, b = fake_pgdata(tmp_path / "a", 5432), fake_pgdata(tmp_path / "b", 5433)
+    good = write(tmp_path, local_nodes(("pg1", 5432, a), ("pg2", 5433, b)), "good.toml")
+    code, text = check_config(good, {})
+    assert code == 0, text
+    assert "nodes[0].driver.data_dir" not in text
+    bad = write(tmp_path, local_nodes(("pg1", 5432, b), ("pg2", 5433, a)), "bad.toml")
+    # The file itself is valid: only this host shows the swap.
+    assert load_config(bad, {}).nodes[0].driver is not None
+    code, text = check_config(bad, {})
+    assert code == 2
+    assert text == (
+        f"{bad}: nodes[0].driver.data_dir: pg1 and pg2 have their data directories swapped: "
+        f"pg1's data_dir {b}: its server would run on port 5433 ({b / 'postgresql.conf'}, "
+        f"line 1), the port of pg2's dsn; pg2's data_dir {a}: its server would run on port 5432"
+        f" ({a / 'postgresql.conf'}, line 1), the port of pg1's dsn; exchange the two "
+        "data_dir values"
+    )
+
+
+def test_a_data_dir_on_another_nodes_port_or_none(tmp_path: Path) -> None:
+    a, b = fake_pgdata(tmp_path / "a", 5433), fake_pgdata(tmp_path / "b", 5433)
+    path = write(tmp_path, local_nodes(("pg1", 5432, a), ("pg2", 5433, b)))
+    code, text = check_config(path, {})
+    assert code == 2
+    assert text == (
+        f"{path}: nodes[0].driver.data_dir: {a} is pg2's data directory, not pg1's: its server "
+        f"would run on port 5433 ({a / 'postgresql.conf'}, line 1), the port of pg2's dsn, but "
+        "pg1's dsn names port 5432; fix pg1's data_dir"
+    )
+    c = fake_pgdata(tmp_path / "c", 6000)
+    path = write(tmp_path, local_nodes(("pg1", 5432, c), ("pg2", 5433, b)))
+    code, text = check_config(path, {})
+    assert code == 2 and text.endswith(
+        "but pg1's dsn names port 5432; fix pg1's data_dir (or its dsn) so both name the same "
+        "server"
+    )
+
+
+def test_a_missing_data_dir_is_a_warning_and_a_non_data_dir_an_error(tmp_path: Path) -> None:
+    b = fake_pgdata(tmp_path / "b", 5433)
+    missing = tmp_path / "gone"
+    code, text = check_config(write(tmp_path, local_nodes(("pg1", 5432, missing),
+                                                          ("pg2", 5433, b))), {})
+    assert code == 0
+    assert f"nodes[0].driver.data_dir (pg1): {missing} does not exist on this host" in text
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes").write_text("x")
+    path = write(tmp_path, local_nodes(("pg1", 5432, other), ("pg2", 5433, b)))
+    assert check_config(path, {}) == (2, (
+        f"{path}: nodes[0].driver.data_dir: {other} is not a PostgreSQL data directory (no "
+        "PG_VERSION); pg1's data_dir must be its PostgreSQL data directory"
+    ))
+
+
+def test_an_unknown_port_is_a_warning(tmp_path: Path) -> None:
+    a, b = fake_pgdata(tmp_path / "a", 5432), fake_pgdata(tmp_path / "b", 5433)
+    (a / "postgresql.conf").write_text("port = 5432\ninclude 'elsewhere.conf'\n")
+    code, text = check_config(write(tmp_path, local_nodes(("pg1", 5432, a),
+                                                          ("pg2", 5433, b))), {})
+    assert code == 0
+    assert (f"nodes[0].driver.data_dir (pg1): cannot tell which port {a}'s server would run on "
+            f"({a / 'elsewhere.conf'} does not exist); the driver refuses to stop, start, "
+            "rewind or re-clone pg1 until it can") in text
+
+
+def test_a_data_dir_of_another_cluster_fails_a_pinned_identifier(tmp_path: Path) -> None:
+    a, b = fake_pgdata(tmp_path / "a", 5432), fake_pgdata(tmp_path / "b", 5433)
+    for data, identifier in ((a, 7), (b, 8)):
+        (data / "global").mkdir()
+        (data / "global" / "pg_control").write_bytes(identifier.to_bytes(8, sys.byteorder))
+    path = write(tmp_path, "system_identifier = 7\n" + local_nodes(("pg1", 5432, a),
+                                                                    ("pg2", 5433, b)))
+    code, text = check_config(path, {})
+    assert code == 2
+    assert text == (
+        f"{path}: nodes[1].driver.data_dir: {b} is not pg2's data directory: its control file "
+        "names system identifier 8, but the cluster's is 7 (pinned by system_identifier); fix "
+        "data_dir in pg2's [nodes.driver] table, or re-clone pg2 if its data belongs to another"
+        " cluster"
+    )
+
+
+def test_local_driver_nodes_need_a_port_and_their_own_data_dir(tmp_path: Path) -> None:
+    text = local_nodes(("pg1", 5432, Path("/srv/a")), ("pg2", 5433, Path("/srv/a/")))
+    found = problems(tmp_path, text.replace("host=127.0.0.1 port=5432", "service=pg1"))
+    assert [p.split(": ", 1)[1] for p in found] == [
+        "nodes[0].dsn: names no single numeric port (a service file is not read here); a node "
+        "with a local driver needs one, e.g. port=5432: its data directory must show that port "
+        "before the driver acts on it",
+        "nodes[1].driver.data_dir: the same data directory as nodes[0] ('pg1'); each node has "
+        "its own",
+    ]
+
+
+def test_command_driver_without_identity_is_warned_about(tmp_path: Path) -> None:
+    out = explain(load_config(write(tmp_path, DRIVERS), {}))
+    assert ("nodes[1].driver (pg2): a command driver without an identity command cannot check"
+            " that its commands act on pg2's data directory") in out
+    with_identity = DRIVERS.replace('stop = "ssh', 'identity = "ssh pg2 pg-identity"\nstop = "ssh')
+    out = explain(load_config(write(tmp_path, with_identity), {}))
+    assert "without an identity command" not in out and "command: stop, identity" in out
 
 
 # ---------------------------------------------------------------- docs stay true
@@ -659,8 +989,8 @@ def test_top_level_keys_are_case_sensitive_like_toml(tmp_path: Path) -> None:
     found = problems(tmp_path, 'MODE = "manual"\n' + NODES + "[timing]\nprobe_interval = 0\n")
     assert found == [
         f"{tmp_path / LABEL}: MODE: unknown key; allowed keys: mode, journal, nodes, timing, "
-        "failover, postgres, replication, hooks, rejoin, switchover, api",
-        f"{tmp_path / LABEL}: timing.probe_interval: must be greater than 0 (got 0)",
+        "failover, postgres, replication, hooks, rejoin, switchover, api, system_identifier",
+        f"{tmp_path / LABEL}: timing.probe_interval: must be at least 0.01 (got 0)",
     ]
 
 
