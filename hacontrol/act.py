@@ -33,10 +33,40 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+# The client sessions that hold back replay on a replica: those holding a lock the
+# startup process waits for (an ACCESS EXCLUSIVE lock replayed from the primary), and,
+# while it waits on a snapshot, tablespace or buffer-pin conflict, every session in a
+# transaction. A promote must replay everything received first, so they are ended.
+RELEASE_REPLAY_SQL = """
+WITH startup AS (
+  SELECT pid, wait_event FROM pg_stat_activity WHERE backend_type = 'startup'
+), blockers AS (
+  SELECT h.pid FROM pg_locks w JOIN startup s ON s.pid = w.pid
+    JOIN pg_locks h ON h.granted AND h.pid <> w.pid
+     AND (h.locktype, h.database, h.relation, h.page, h.tuple, h.virtualxid,
+          h.transactionid, h.classid, h.objid, h.objsubid)
+         IS NOT DISTINCT FROM
+         (w.locktype, w.database, w.relation, w.page, w.tuple, w.virtualxid,
+          w.transactionid, w.classid, w.objid, w.objsubid)
+   WHERE NOT w.granted
+  UNION
+  SELECT a.pid FROM pg_stat_activity a, startup s
+   WHERE s.wait_event IN ('RecoveryConflictSnapshot', 'RecoveryConflictTablespace', 'BufferPin')
+     AND a.backend_type = 'client backend' AND a.xact_start IS NOT NULL
+)
+SELECT count(pg_terminate_backend(pid)) FROM blockers WHERE pid <> pg_backend_pid()
+"""
+# How often the sessions holding back replay are looked for while a promote waits.
+RELEASE_EVERY_S = 0.2
+
+
 async def promote(spec: NodeSpec, *, connect_timeout: float, wait_s: float) -> StepResult:
     """Promote ``spec``'s node, guarded: re-read its role first, never promote twice.
 
-    Sends ``pg_promote(wait => false)`` and then watches ``pg_is_in_recovery()``
+    Ends the client sessions that hold back the node's replay (a promote replays all
+    WAL received first; a reporting query in a recovery conflict would delay it for
+    max_standby_streaming_delay, or for ever at -1), sends
+    ``pg_promote(wait => false)`` and then watches ``pg_is_in_recovery()``
     closely (``pg_promote(wait => true)`` checks only every 100 ms, which a
     switchover's write-unavailability window would pay in full). Verifies
     afterwards that the node is out of recovery on a timeline above the one it
@@ -57,6 +87,7 @@ async def promote(spec: NodeSpec, *, connect_timeout: float, wait_s: float) -> S
         )
         if not before["r"]:
             return StepResult(True, "already a primary", time.monotonic() - started, noop=True)
+        ended = int(await conn.fetchval(RELEASE_REPLAY_SQL) or 0)
         sent = True
         if not await conn.fetchval("SELECT pg_promote(false)"):
             # The server could not signal its postmaster (it removes its promote
@@ -64,7 +95,9 @@ async def promote(spec: NodeSpec, *, connect_timeout: float, wait_s: float) -> S
             # the request was sent.
             return StepResult(False, "pg_promote could not signal the postmaster",
                               time.monotonic() - started)
-        if not await _left_recovery(conn, started + wait_s):
+        left, more = await _left_recovery(conn, started + wait_s)
+        ended += more
+        if not left:
             return StepResult(False, f"still in recovery {wait_s:g} s after pg_promote",
                               time.monotonic() - started)
         row = await conn.fetchrow(
@@ -76,6 +109,8 @@ async def promote(spec: NodeSpec, *, connect_timeout: float, wait_s: float) -> S
             return StepResult(False, f"out of recovery but on timeline {row['tli']}, not above "
                               f"{before['tli']}", elapsed)
         note = "; default_transaction_read_only is on" if row["ro"] == "on" else ""
+        if ended:
+            note += f"; {ended} session(s) holding back its replay ended"
         return StepResult(True, f"promoted; timeline {row['tli']}{note}", elapsed)
     except Exception as exc:
         # Before pg_promote was sent nothing can have happened.
@@ -92,15 +127,22 @@ PROMOTE_SLOW_POLL_S = 0.05
 PROMOTE_FAST_FOR_S = 1.0
 
 
-async def _left_recovery(conn: asyncpg.Connection, deadline: float) -> bool:
-    """True once the node is out of recovery; False at ``deadline``."""
+async def _left_recovery(conn: asyncpg.Connection, deadline: float) -> tuple[bool, int]:
+    """(True once the node is out of recovery, False at ``deadline``; how many sessions
+    holding back its replay were ended meanwhile)."""
     fast_until = time.monotonic() + PROMOTE_FAST_FOR_S
+    release_at = time.monotonic() + RELEASE_EVERY_S
+    ended = 0
     while True:
         if not await conn.fetchval("SELECT pg_is_in_recovery()"):
-            return True
+            return True, ended
         now = time.monotonic()
         if now >= deadline:
-            return False
+            return False, ended
+        if now >= release_at:
+            # A session that began after the promote was sent can hold replay back too.
+            ended += int(await conn.fetchval(RELEASE_REPLAY_SQL) or 0)
+            release_at = now + RELEASE_EVERY_S
         pause = PROMOTE_POLL_S if now < fast_until else PROMOTE_SLOW_POLL_S
         await asyncio.sleep(min(pause, max(0.0, deadline - now)))
 

@@ -29,6 +29,10 @@ class CandidateInfo:
     # the best replica position); None when the node's position is unknown.
     lag_bytes: int | None
     excluded: str | None = None
+    # Received but not yet replayed WAL, and whether replay is paused: a promote must
+    # replay it first, so among equally advanced candidates the least held back wins.
+    unreplayed_bytes: int | None = None
+    replay_paused: bool | None = None
 
     @property
     def eligible(self) -> bool:
@@ -39,6 +43,10 @@ class CandidateInfo:
         """One line: ``pg2 lsn 0/3000060 lag 0 B prio 100`` plus the exclusion."""
         lag = "-" if self.lag_bytes is None else f"{self.lag_bytes} B"
         text = f"{self.node} lsn {format_lsn(self.wal_position)} lag {lag} prio {self.priority}"
+        if self.unreplayed_bytes:
+            text += f" unreplayed {self.unreplayed_bytes} B"
+        if self.replay_paused:
+            text += " replay paused"
         return f"{text} (excluded: {self.excluded})" if self.excluded else text
 
     def as_dict(self) -> dict[str, Any]:
@@ -51,6 +59,8 @@ class CandidateInfo:
             "wal_position": format_lsn(self.wal_position),
             "lag_bytes": self.lag_bytes,
             "excluded": self.excluded,
+            "unreplayed_bytes": self.unreplayed_bytes,
+            "replay_paused": self.replay_paused,
         }
 
 
@@ -142,7 +152,36 @@ class Rejoin:
     automatic: bool = False
 
 
-Action = Promote | Repoint | Fence | RunHook | Switchover | ConfigureSync | Rejoin
+@dataclass(frozen=True, slots=True)
+class Unfence:
+    """Lift the controller's own fence from ``node`` (RESET default_transaction_read_only):
+    the old primary of a switchover whose target was never promoted."""
+
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelPromote:
+    """Withdraw a promote request ``node`` may still hold (its replay held back): stop
+    its server with its driver, remove the request (promote.signal, which survives a
+    restart) and start it again as a replica, so the request can never land."""
+
+    node: str
+    reason: str
+
+
+Action = (
+    Promote
+    | Repoint
+    | Fence
+    | RunHook
+    | Switchover
+    | ConfigureSync
+    | Rejoin
+    | Unfence
+    | CancelPromote
+)
 
 
 class Severity(StrEnum):

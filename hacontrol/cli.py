@@ -169,10 +169,14 @@ def run(config_path: str, log_level: str, json_logs: bool | None) -> None:
 
     config = _load(config_path)
     configure_logging(log_level, json=json_logs)
+    from hacontrol.controller import ForeignJournalError
+
     try:
         service = Service(config, config_path=config_path)
     except OSError as exc:
         _exit(EXIT_FAILED, f"error: cannot start: {exc.strerror or exc}: {exc.filename or ''}")
+    except ForeignJournalError as exc:
+        _exit(EXIT_USAGE, f"error: {exc}")
     sys.exit(asyncio.run(service.run()))
 
 

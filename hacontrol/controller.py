@@ -15,8 +15,9 @@ core when it ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,6 +27,7 @@ from hacontrol import act
 from hacontrol.actions import (
     Action,
     ActionOutcome,
+    CancelPromote,
     ConfigureSync,
     Decision,
     Event,
@@ -38,14 +40,14 @@ from hacontrol.actions import (
     RunHook,
     Severity,
     Switchover,
+    Unfence,
 )
 from hacontrol.config import Config
-from hacontrol.decide import apply_outcome, decide, handle_request
-from hacontrol.drivers.base import NodeDriver, NullDriver
-from hacontrol.drivers.config import build_driver
+from hacontrol.decide import apply_outcome, decide, handle_request, learn_identity
+from hacontrol.drivers.base import NodeDriver, NullDriver, Step
 from hacontrol.hooks import HookResult, run_hook
 from hacontrol.journal import Journal
-from hacontrol.model import ClusterView, DecisionSettings, NodeSpec, Observation, Role
+from hacontrol.model import ClusterView, DecisionSettings, NodeSpec, Observation
 from hacontrol.pgconn import connect
 from hacontrol.probe import NodeProber
 from hacontrol.redact import redact_text
@@ -61,7 +63,7 @@ from hacontrol.resilience import (
     Retry,
     RetryError,
 )
-from hacontrol.state import ControllerState, initial_state
+from hacontrol.state import ControllerState, FailoverInFlight, Operation, initial_state
 from hacontrol.switchover import SwitchoverContext, run_switchover
 
 log = structlog.get_logger("hacontrol")
@@ -120,6 +122,7 @@ class Controller:
         self.action_policies: dict[str, tuple[Policy, Policy]] = {
             s.name: self._action_policies(s.name) for s in self.specs
         }
+        self._journal_identity: int | None = None
         self.state: ControllerState = self._recover_state()
         self.view: ClusterView | None = None
         self.rounds = 0
@@ -129,6 +132,8 @@ class Controller:
         self._turn = asyncio.Lock()
         # Background procedures by key ("switchover", "rejoin:NODE").
         self.procedures: dict[str, asyncio.Task[None]] = {}
+        # Hooks running beside the loop, the latest by key (event, or "fence:NODE").
+        self._hooks: dict[str, asyncio.Task[None]] = {}
 
     # -- start-up
 
@@ -205,8 +210,20 @@ class Controller:
         if recovered.last_failover_wall is not None:
             # The journal holds wall-clock times; carry only the elapsed part of
             # the cool-down over to this process's monotonic clock.
-            elapsed = max(0.0, time.time() - recovered.last_failover_wall)
-            last_failover_at = self._clock() - elapsed
+            last_failover_at = self._monotonic_from_wall(recovered.last_failover_wall)
+        pinned = self.config.system_identifier
+        if (
+            pinned is not None
+            and recovered.system_identifier is not None
+            and recovered.system_identifier != pinned
+        ):
+            raise ForeignJournalError(
+                f"journal {self.journal.path} was written for the cluster with system"
+                f" identifier {recovered.system_identifier}, but system_identifier ="
+                f" {pinned} is pinned: give this cluster its own journal path"
+            )
+        # Checked against the nodes in the first rounds (see _check_journal_identity).
+        self._journal_identity = recovered.system_identifier
         if recovered.records:
             self.journal.append(
                 "controller_recovered",
@@ -215,18 +232,16 @@ class Controller:
                 maintenance=sorted(recovered.maintenance),
                 fenced=sorted(recovered.fenced),
                 unresolved_failover=recovered.unresolved_failover,
+                system_identifier=recovered.system_identifier,
             )
-        self._unresolved = recovered.unresolved_failover
-        if self._unresolved is not None:
-            # Its promote may still land: the cool-down (seeded above from when it
-            # started) keeps this controller from promoting a second node until the
-            # cluster shows what happened (see _settle_unresolved).
+        in_flight = self._resumed_flight(recovered.unresolved_failover)
+        if in_flight is not None:
             log.warning(
-                "unresolved_failover",
-                message="the previous controller stopped during a failover; no automatic"
-                " failover until its candidate is seen promoted or, after the promote"
-                " timeout, still a replica",
-                **dict(self._unresolved),
+                "unresolved_operation",
+                message=f"the previous controller stopped during a {in_flight.kind} to"
+                f" {in_flight.candidate}: a failover is re-driven to the same candidate, a"
+                " switchover settled from what the nodes show",
+                **dict(recovered.unresolved_failover or {}),
             )
         return initial_state(
             self.specs,
@@ -235,7 +250,54 @@ class Controller:
             maintenance=recovered.maintenance,
             fenced=recovered.fenced,
             last_failover_at=last_failover_at,
+            in_flight=in_flight,
+            system_identifier=pinned or recovered.system_identifier,
         )
+
+    def _monotonic_from_wall(self, wall: float) -> float:
+        return self._clock() - max(0.0, time.time() - wall)
+
+    def _resumed_flight(self, unresolved: Any) -> FailoverInFlight | None:
+        """The operation the previous controller left unfinished, as an in-flight one."""
+        if not unresolved or unresolved.get("node") not in self.by_name:
+            return None
+        try:
+            kind = Operation(str(unresolved.get("operation") or "failover"))
+        except ValueError:
+            kind = Operation.FAILOVER
+        previous = unresolved.get("previous_failover")
+        old_timeline = unresolved.get("old_timeline")
+        return FailoverInFlight(
+            candidate=str(unresolved["node"]),
+            old_primary=str(unresolved.get("old_primary") or ""),
+            started_at=self._monotonic_from_wall(float(unresolved.get("started") or 0.0)),
+            old_timeline=int(old_timeline) if old_timeline is not None else None,
+            previous_failover_at=(
+                self._monotonic_from_wall(float(previous)) if previous is not None else None
+            ),
+            kind=kind,
+            resumed=True,
+        )
+
+    def _check_journal_identity(self, view: ClusterView) -> None:
+        """Refuse to go on with a journal written for another cluster (a leftover file
+        must never fence this cluster's primary): once a majority of the nodes agree on
+        an identifier, it must be the journal's."""
+        expected = self._journal_identity
+        if expected is None:
+            return
+        seen = learn_identity(view, self.by_name)
+        if seen is None:
+            return
+        self._journal_identity = None
+        if seen != expected:
+            self.journal.append("foreign_journal", severity="critical",
+                                journal_system_identifier=expected, nodes_system_identifier=seen)
+            raise ForeignJournalError(
+                f"journal {self.journal.path} was written for the cluster with system"
+                f" identifier {expected}, but the nodes report {seen}: give this cluster its"
+                " own journal path (or move the old journal away)"
+            )
 
     async def reload(self, config: Config) -> list[str]:
         """Switch to a new configuration between rounds; returns what changed.
@@ -260,6 +322,8 @@ class Controller:
             self.specs = config.node_specs()
             self.by_name = new_specs
             self.drivers = _drivers(config)
+            for driver in self.drivers.values():
+                driver.expect_system_identifier(self.state.system_identifier)
             self.settings = _settings(config, self.drivers)
             timeout = config.timing.probe_timeout
             for spec in self.specs:
@@ -336,9 +400,9 @@ class Controller:
         async with self._turn:
             started = self._clock()
             view = await self.probe_round()
-            if self._unresolved is not None:
-                self._settle_unresolved(view)
+            self._check_journal_identity(view)
             decision = decide(self.state, view, self.specs, self.settings)
+            self._learn(decision.state)
             self.state = decision.state
             self.view = view
             self._record_events(decision.events)
@@ -349,36 +413,12 @@ class Controller:
             self.last_round_s = self._clock() - started
             return RoundResult(view, decision, outcomes, self.last_round_s)
 
-    def _settle_unresolved(self, view: ClusterView) -> None:
-        """Resolve a failover the previous controller left unfinished.
-
-        Seen promoted: it happened (the decision core adopts the node; the cool-down
-        stands). Seen still a replica once the promote timeout has passed since the
-        failover started: no promote can land any more, so the cool-down it started
-        is lifted and this controller may fail over again. Unseen: keep waiting.
-        """
-        unresolved = self._unresolved
-        assert unresolved is not None
-        obs = view.get(str(unresolved.get("node")))
-        if obs is None or not obs.reachable:
-            return
-        if obs.role is Role.PRIMARY:
-            outcome = "the candidate is a primary: the previous promote landed"
-        else:
-            started = float(unresolved.get("started") or 0.0)
-            if obs.role is not Role.REPLICA or (
-                time.time() - started < self.settings.promote_timeout_s
-            ):
-                return
-            previous = unresolved.get("previous_failover")
-            last: float | None = None
-            if previous is not None:
-                last = self._clock() - max(0.0, time.time() - float(previous))
-            self.state = replace(self.state, last_failover_at=last)
-            outcome = "the candidate is still a replica after the promote timeout: nothing landed"
-        self._unresolved = None
-        self.journal.append("unresolved_failover_settled", node=obs.node, outcome=outcome)
-        log.warning("unresolved_failover_settled", node=obs.node, outcome=outcome)
+    def _learn(self, state: ControllerState) -> None:
+        """Tell the drivers the cluster's identity once it is known, so they refuse a
+        data directory of another cluster."""
+        if state.system_identifier != self.state.system_identifier or self.rounds == 0:
+            for driver in self.drivers.values():
+                driver.expect_system_identifier(state.system_identifier)
 
     async def handle(self, request: Request) -> tuple[Decision, tuple[ActionOutcome, ...]]:
         """Decide on an operator request against the latest round and carry it out."""
@@ -470,7 +510,7 @@ class Controller:
         """Wait for the background procedures to end (a stop lets them finish: a
         switchover cut short could leave no writable primary). Cancelled: they are
         cancelled too, and their driver programs killed."""
-        tasks = [t for t in self.procedures.values() if not t.done()]
+        tasks = [t for t in (*self.procedures.values(), *self._hooks.values()) if not t.done()]
         if not tasks:
             return
         log.info("waiting_for_procedures", procedures=sorted(self.procedures))
@@ -538,6 +578,13 @@ class Controller:
             outcome = _outcome(action, result)
         elif isinstance(action, Rejoin):
             outcome = await self._rejoin(action)
+        elif isinstance(action, Unfence):
+            result = await self._guarded(
+                action.node, act.unfence, self.by_name[action.node], connect_timeout=timeout
+            )
+            outcome = _outcome(action, result)
+        elif isinstance(action, CancelPromote):
+            outcome = await self._cancel_promote(action)
         else:
             outcome = await self._switchover(action)
         self.journal.append(
@@ -614,14 +661,16 @@ class Controller:
             action.node, act.fence, self.by_name[action.node], connect_timeout=timeout
         )
         if hooks.fence:
-            env = {"HACONTROL_EVENT": "fence", "HACONTROL_NODE": action.node,
-                   "HACONTROL_REASON": action.reason}
-            hook = await run_hook(hooks.fence, env, hooks.timeout)
-            self.journal.append("hook_finished", hook="fence", node=action.node, ok=hook.ok,
-                                returncode=hook.returncode, output=redact_text(hook.output))
-            if result.ok or hook.ok:
-                detail = f"{result.detail}; fence hook {'ok' if hook.ok else 'failed'}"
-                return ActionOutcome(action, OutcomeStatus.SUCCEEDED, detail)
+            # Beside the loop: the next round sees whether the node still takes writes
+            # and fences it again; one fence hook per node at a time.
+            key = f"fence:{action.node}"
+            if key not in self._hooks:
+                env = {"HACONTROL_EVENT": "fence", "HACONTROL_NODE": action.node,
+                       "HACONTROL_REASON": action.reason}
+                self._hook_beside_loop(key, "fence", action.node, hooks.fence, env)
+            if not result.ok:
+                return ActionOutcome(action, OutcomeStatus.FAILED,
+                                     f"{result.detail}; the fence hook runs beside the loop")
         return _outcome(action, result)
 
     async def _fence_hook(self, action: Fence) -> HookResult:
@@ -695,15 +744,73 @@ class Controller:
         status = OutcomeStatus.SUCCEEDED if result.ok else OutcomeStatus.FAILED
         return ActionOutcome(action, status, result.detail)
 
+    async def _cancel_promote(self, action: CancelPromote) -> ActionOutcome:
+        """Withdraw a promote request the node may still hold: stop it, remove the
+        request (it survives a restart), start it again as a replica."""
+        driver = self.drivers.get(action.node) or NullDriver(action.node)
+        if not driver.can(Step.STOP, Step.START, Step.DISCARD_PROMOTE):
+            return ActionOutcome(action, OutcomeStatus.FAILED,
+                                 f"{driver.describe()} cannot stop, discard and start: untouched")
+        steps: list[str] = []
+        try:
+            async with asyncio.timeout(3 * driver.timeout_hint()):
+                for step in (driver.stop("fast"), driver.discard_promote(), driver.start()):
+                    result = await step
+                    self._record("promote_cancel_step", {"node": action.node, **result.fields()})
+                    steps.append(result.detail)
+                    if not result.ok:
+                        # Stopped but not started again is still safe: nothing can land.
+                        return ActionOutcome(action, OutcomeStatus.FAILED, "; ".join(steps))
+        except TimeoutError:
+            steps.append("timed out")
+            return ActionOutcome(action, OutcomeStatus.FAILED, "; ".join(steps))
+        return ActionOutcome(action, OutcomeStatus.SUCCEEDED, "; ".join(steps))
+
     async def _hook(self, action: RunHook) -> ActionOutcome:
+        """Start the hook beside the loop: a slow hook must never delay probing, fencing
+        or detection. Its result is journaled, and a failure reported, when it ends."""
         command = getattr(self.config.hooks, action.event, "")
         if not command:
             return ActionOutcome(action, OutcomeStatus.SUCCEEDED, "no hook configured")
-        hook = await run_hook(command, dict(action.env), self.config.hooks.timeout)
-        self.journal.append("hook_finished", hook=action.event, node=action.node, ok=hook.ok,
-                            returncode=hook.returncode, output=redact_text(hook.output))
-        status = OutcomeStatus.SUCCEEDED if hook.ok else OutcomeStatus.FAILED
-        return ActionOutcome(action, status, f"exit {hook.returncode}")
+        self._hook_beside_loop(action.event, action.event, action.node, command, action.env,
+                               action)
+        return ActionOutcome(action, OutcomeStatus.SUCCEEDED, "started beside the probe loop")
+
+    def _hook_beside_loop(
+        self,
+        key: str,
+        event: str,
+        node: str,
+        command: str,
+        env: Mapping[str, str],
+        action: RunHook | None = None,
+    ) -> None:
+        """Run a hook in the background. Hooks with one key run one after another, in
+        the order they were asked for (a role change hook sees the changes in order)."""
+        previous = self._hooks.get(key)
+
+        async def body() -> None:
+            if previous is not None and not previous.done():
+                with contextlib.suppress(Exception):
+                    await previous
+            hook = await run_hook(command, dict(env), self.config.hooks.timeout)
+            self.journal.append("hook_finished", hook=event, node=node, ok=hook.ok,
+                                returncode=hook.returncode, output=redact_text(hook.output),
+                                duration_s=round(hook.duration_s, 3))
+            if not hook.ok and action is not None:
+                failed = ActionOutcome(action, OutcomeStatus.FAILED,
+                                       f"exit {hook.returncode}: {redact_text(hook.output)}")
+                async with self._turn:
+                    self._fold(failed)
+
+        task = asyncio.create_task(body(), name=f"hacontrol:hook:{key}")
+        self._hooks[key] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._hooks.get(key) is done:
+                del self._hooks[key]
+
+        task.add_done_callback(forget)
 
     async def manage_settings(self, view: ClusterView) -> None:
         """Keep the managed server settings (receiver/sender timeouts) in place."""
@@ -795,7 +902,7 @@ def procedure_key(action: Switchover | Rejoin) -> str:
 
 
 def _drivers(config: Config) -> dict[str, NodeDriver]:
-    return {name: build_driver(cfg, name) for name, cfg in config.node_drivers().items()}
+    return config.build_drivers()
 
 
 def _settings(config: Config, drivers: dict[str, NodeDriver]) -> DecisionSettings:
@@ -804,12 +911,20 @@ def _settings(config: Config, drivers: dict[str, NodeDriver]) -> DecisionSetting
     capable = frozenset(
         name for name, d in drivers.items() if not missing_steps(d, allow_basebackup=allow)
     )
-    return replace(config.decision_settings(), rejoin_nodes=capable)
+    return replace(
+        config.decision_settings(),
+        rejoin_nodes=capable,
+        system_identifier=config.system_identifier,
+    )
 
 
 def _error_text(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ForeignJournalError(Exception):
+    """The journal belongs to another cluster: the controller must not use it."""
 
 
 class _StepFailed(Exception):

@@ -20,6 +20,7 @@ docs/operations.md.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -30,6 +31,7 @@ from psycopg.conninfo import conninfo_to_dict
 from hacontrol.actions import (
     Action,
     ActionOutcome,
+    CancelPromote,
     CandidateInfo,
     ConfigureSync,
     Decision,
@@ -50,6 +52,7 @@ from hacontrol.actions import (
     SetMaintenance,
     Severity,
     Switchover,
+    Unfence,
 )
 from hacontrol.model import (
     ClusterView,
@@ -350,7 +353,8 @@ def rank_candidates(
     old_primary: str | None = None,
 ) -> tuple[CandidateInfo, ...]:
     """Every node other than ``old_primary`` with its figures, eligible ones first in
-    promotion order (most WAL, then priority, then name), then the excluded by name."""
+    promotion order (most WAL; then replay not paused and least WAL left to replay;
+    then priority, then name), then the excluded by name."""
     by_name = specs if isinstance(specs, Mapping) else {s.name: s for s in specs}
     old = state.primary if old_primary is None else old_primary
     at = view.at
@@ -405,11 +409,22 @@ def rank_candidates(
                 wal_position=position,
                 lag_bytes=lag,
                 excluded=excluded,
+                unreplayed_bytes=obs.unreplayed_bytes if position is not None and obs else None,
+                replay_paused=obs.replay_paused if position is not None and obs else None,
             )
         )
+    # Most WAL first; among equals, the one that can finish recovery soonest (replay
+    # not paused, least WAL left to replay: a reporting query holding back replay
+    # would hold back the promote too), then priority, then name.
     eligible = sorted(
         (i for i in infos if i.eligible),
-        key=lambda i: (-(i.wal_position or 0), -i.priority, i.node),
+        key=lambda i: (
+            -(i.wal_position or 0),
+            bool(i.replay_paused),
+            i.unreplayed_bytes or 0,
+            -i.priority,
+            i.node,
+        ),
     )
     return (*eligible, *(i for i in infos if not i.eligible))
 
@@ -422,6 +437,55 @@ def _promote_reason(chosen: CandidateInfo, ranking: Sequence[CandidateInfo], old
         f" ({format_lsn(chosen.wal_position)}, prio {chosen.priority}) of {len(eligible)}"
         f" candidate(s)" + (f"; others: {others}" if others else "")
     )
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def learn_identity(view: ClusterView, names: Iterable[str]) -> int | None:
+    """The system identifier a strict majority of the configured nodes report (None:
+    no majority yet). One mistyped DSN pointing at another cluster cannot outvote it."""
+    configured = set(names)
+    counts = Counter(
+        obs.system_identifier
+        for name, obs in view.observations.items()
+        if name in configured and obs.reachable and obs.system_identifier is not None
+    )
+    for identifier, count in counts.most_common(1):
+        if count >= len(configured) // 2 + 1:
+            return identifier
+    return None
+
+
+def screen_foreign(view: ClusterView, identity: int | None) -> tuple[ClusterView, dict[str, int]]:
+    """``view`` with every node of another cluster shown as unreachable (so no rule
+    adopts, promotes, fences, repoints or rejoins it), and those nodes' identifiers."""
+    if identity is None:
+        return view, {}
+    foreign: dict[str, int] = {}
+    observations = dict(view.observations)
+    for name, obs in view.observations.items():
+        if obs.reachable and obs.system_identifier not in (None, identity):
+            assert obs.system_identifier is not None
+            foreign[name] = obs.system_identifier
+            observations[name] = Observation(
+                name,
+                obs.at,
+                False,
+                error=(
+                    f"foreign server: system identifier {obs.system_identifier}, the"
+                    f" cluster's is {identity}"
+                ),
+                system_identifier=obs.system_identifier,
+                latency_s=obs.latency_s,
+            )
+    if not foreign:
+        return view, {}
+    return ClusterView(view.at, observations), foreign
+
+
+def _identity(state: ControllerState, settings: DecisionSettings) -> int | None:
+    return settings.system_identifier or state.system_identifier
 
 
 # --------------------------------------------------------------------------- the round
@@ -438,11 +502,16 @@ class _Round:
         settings: DecisionSettings,
     ) -> None:
         self.old = state
-        self.view = view
         self.at = view.at
         self.specs = {s.name: s for s in sorted(specs, key=lambda s: s.name)}
         self.names = list(self.specs)
         self.settings = settings
+        self.identity = _identity(state, settings)
+        self.learnt_identity = False
+        if self.identity is None:
+            self.identity = learn_identity(view, self.names)
+            self.learnt_identity = self.identity is not None
+        self.view, self.foreign = screen_foreign(view, self.identity)
         self.nodes: dict[str, NodeHealth] = {n: state.health(n) for n in self.names}
         primary = state.primary if state.primary in self.specs else None
         self.primary = primary
@@ -546,6 +615,7 @@ class _Round:
     # -- steps
 
     def run(self) -> Decision:
+        self.report_identity()
         self.update_health()
         self.track_primary()
         if self.in_flight is not None:
@@ -561,6 +631,7 @@ class _Round:
         self.repoint()
         self.consider_rejoin()
         self.manage_sync()
+        self.report_read_only_primary()
         if self.primary is None and self.in_flight is None:
             self.condition(
                 "no_primary",
@@ -570,6 +641,49 @@ class _Round:
                 Severity.CRITICAL,
             )
         return self.finish()
+
+    def report_read_only_primary(self) -> None:
+        """A followed primary that refuses writes with nothing in flight is a write
+        outage: say so, and how to end it, every time it starts."""
+        primary = self.primary
+        obs = self.obs(primary) if primary else None
+        if primary is None or self.in_flight is not None or obs is None:
+            return
+        if any(isinstance(a, Unfence) and a.node == primary for a in self.actions):
+            return  # being lifted this round
+        if _is_primary(obs) and obs.read_only:
+            self.condition(
+                f"primary_read_only:{primary}",
+                "primary_read_only",
+                primary,
+                f"primary {primary} is read-only (default_transaction_read_only = on): no"
+                " node accepts writes. If nobody meant that, lift it on the node:"
+                " ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf();",
+                Severity.CRITICAL,
+            )
+
+    def report_identity(self) -> None:
+        if self.learnt_identity:
+            self.emit(
+                "cluster_identified",
+                None,
+                f"cluster system identifier {self.identity} (reported by a majority of the"
+                " nodes): a node reporting another one is treated as foreign",
+                system_identifier=self.identity,
+            )
+        for name, identifier in sorted(self.foreign.items()):
+            self.condition(
+                f"foreign_node:{name}:{identifier}",
+                "foreign_node",
+                name,
+                f"{name} answers with system identifier {identifier}, not this cluster's"
+                f" {self.identity}: its DSN points at another cluster's server; it is never"
+                f" adopted, promoted, fenced, repointed or rejoined. Fix {name}'s dsn and"
+                " reload",
+                Severity.CRITICAL,
+                system_identifier=identifier,
+                cluster_system_identifier=self.identity,
+            )
 
     def update_health(self) -> None:
         threshold = self.settings.failure_threshold
@@ -623,9 +737,7 @@ class _Round:
                             Severity.WARNING,
                             error=error,
                         )
-            if health.maybe_promoted and _reachable(obs) and obs is not None and (
-                obs.role in (Role.REPLICA, Role.PRIMARY)
-            ):
+            if health.maybe_promoted and _promote_dropped(health, obs):
                 health = replace(health, maybe_promoted=False)
             self.nodes[name] = health
 
@@ -684,7 +796,10 @@ class _Round:
             and (flight.old_timeline is None or obs.timeline > flight.old_timeline)
         )
         if flight.planned:
-            self.follow_switchover(flight, obs if promoted else None)
+            if flight.resumed:
+                self.settle_switchover(flight, obs if promoted else None)
+            else:
+                self.follow_switchover(flight, obs if promoted else None)
             return
         if promoted and obs is not None:
             self.complete(flight, obs)
@@ -696,12 +811,110 @@ class _Round:
             if self.primary == flight.old_primary:
                 self.primary = None
             self.mark_fenced(flight.old_primary, "returned while a failover away from it runs")
-        if self.at - flight.started_at > self.settings.promote_timeout_s:
-            self.abandon(
-                flight,
+        if flight.resumed:
+            # Promoting the same candidate again is safe (the shell re-reads its role);
+            # waiting out the promote timeout is only needed before choosing another.
+            self.redrive(flight, "the previous controller stopped before this failover finished")
+        elif self.at - flight.started_at > self.settings.promote_timeout_s:
+            why = (
                 f"{flight.candidate} not seen as primary on a higher timeline within"
-                f" {self.settings.promote_timeout_s:g} s",
+                f" {self.settings.promote_timeout_s:g} s"
             )
+            if flight.redriven or not self.redrive(flight, why + ": promoting it again"):
+                self.abandon(flight, why)
+
+    def redrive(self, flight: FailoverInFlight, why: str) -> bool:
+        """Send the in-flight failover's Promote to the same candidate again, if it is
+        still a fit replica and nothing else accepts writes; True when sent. The
+        shell's promote also ends the sessions that hold back the candidate's replay."""
+        candidate = flight.candidate
+        obs = self.obs(candidate)
+        spec = self.specs[candidate]
+        fit = (
+            _is_replica(obs)
+            and candidate not in self.fenced
+            and (flight.forced or (candidate not in self.old.maintenance and spec.priority > 0))
+        )
+        others = [n for n in self.names if n != candidate and _writable(self.obs(n))]
+        if not fit or others:
+            return False
+        old = flight.old_primary
+        sync_standbys: str | None = None
+        if quorum_mode(self.settings) and old:
+            sync_standbys = post_failover_standbys(
+                candidate, old, self.view, self.current_state(), self.names, self.settings
+            ).value
+        promote = Promote(candidate, f"{flight.kind} to {candidate}: {why}", old,
+                          sync_standbys=sync_standbys)
+        # Not while paused, even for an operator's failover: paused means no promotes.
+        if not self.act(_fence_first(promote, old, self.view, self.settings)):
+            return False
+        self.in_flight = replace(flight, resumed=False, redriven=True, started_at=self.at)
+        self.emit(
+            "failover_redriven",
+            candidate,
+            f"{flight.kind} to {candidate} re-driven: {why}",
+            Severity.WARNING,
+            old_primary=old or None,
+        )
+        return True
+
+    def settle_switchover(self, flight: FailoverInFlight, promoted: Observation | None) -> None:
+        """A switchover the previous controller left unfinished (its procedure died with
+        it). The target seen promoted: it stands. The target seen still a replica: the
+        old primary's fence is lifted (it stays the primary). Otherwise wait, up to the
+        usual switchover limit."""
+        target, old = flight.candidate, flight.old_primary
+        operator = flight.by_operator
+        if promoted is not None:
+            self.in_flight = None
+            self.set_primary(target)
+            self.fenced.discard(target)
+            if old in self.specs and old != target:
+                self.mark_fenced(old, f"switched over to {target} (settled after a restart)")
+            self.emit(
+                "switchover_settled",
+                target,
+                f"the {flight.kind} from {old} to {target}, left unfinished by the previous"
+                f" controller, stands: {target} is the primary on timeline {promoted.timeline}",
+                Severity.CRITICAL,
+                old_primary=old,
+                outcome="promoted",
+                operation=str(flight.kind),
+            )
+            self.repoint_to(target, f"{flight.kind} settled: {target} replaced {old}", operator)
+            self.role_change_hook(target, old, promoted.timeline, str(flight.kind),
+                                  operator=operator)
+            return
+        if _is_replica(self.obs(target)):
+            self.in_flight = None
+            old_obs = self.obs(old)
+            if _is_primary(old_obs) and old_obs is not None and old_obs.read_only:
+                self.act(
+                    Unfence(old, f"the {flight.kind} to {target} never promoted it: lift the"
+                                 f" fence the previous controller put on {old}"),
+                    operator=True,
+                )
+                outcome = f"{target} was not promoted: the fence on {old} is lifted"
+            elif _is_primary(old_obs):
+                outcome = f"{target} was not promoted: {old} stays the primary"
+            else:
+                outcome = (
+                    f"{target} was not promoted and {old} is not reachable as a primary: the"
+                    " failover rules take over"
+                )
+            self.emit(
+                "switchover_settled",
+                target,
+                f"the {flight.kind} from {old} to {target}, left unfinished by the previous"
+                f" controller: {outcome}",
+                Severity.CRITICAL,
+                old_primary=old,
+                outcome="not_promoted",
+                operation=str(flight.kind),
+            )
+            return
+        self.follow_switchover(flight, None)
 
     def follow_switchover(self, flight: FailoverInFlight, promoted: Observation | None) -> None:
         """A planned switchover runs in the shell, which reports its outcome; here the
@@ -762,18 +975,19 @@ class _Round:
         )
         if old in self.specs and old != new:
             self.mark_fenced(old, f"failed over to {new}")
+        self.repoint_to(new, f"{flight.kind}: {new} replaced {old or '-'} as primary", operator)
+        self.role_change_hook(new, old or None, obs.timeline, str(flight.kind), operator=operator)
+
+    def repoint_to(self, new: str, reason: str, operator: bool) -> None:
+        """Repoint every other fit replica to the new primary ``new``."""
         for name in self.names:
             other = self.obs(name)
             if name == new or name in self.fenced or name in self.old.maintenance:
                 continue
-            if _is_replica(other) and self.act(
-                Repoint(name, new, f"{flight.kind}: {new} replaced {old or '-'} as primary"),
-                operator=operator,
-            ):
+            if _is_replica(other) and self.act(Repoint(name, new, reason), operator=operator):
                 self.nodes[name] = replace(
                     self.nodes[name], last_repoint_at=self.at, misrouted_since=None
                 )
-        self.role_change_hook(new, old or None, obs.timeline, str(flight.kind), operator=operator)
 
     def role_change_hook(
         self,
@@ -797,18 +1011,35 @@ class _Round:
 
     def abandon(self, flight: FailoverInFlight, why: str) -> None:
         self.in_flight = None
-        # Unless it is seen as a replica or primary now, its promote may still land
-        # (or have landed out of sight): a later failover must not make two primaries,
-        # however short the cool-down.
-        seen = self.obs(flight.candidate)
-        unseen = not (
-            _reachable(seen) and seen is not None and seen.role in (Role.REPLICA, Role.PRIMARY)
-        )
-        self.nodes[flight.candidate] = replace(
-            self.nodes[flight.candidate],
+        candidate = flight.candidate
+        # Unless it is seen as a primary now, its promote may still land: out of
+        # sight, or later on a replica whose replay is held back (a pending promote
+        # completes once replay catches up). A later failover must not make two
+        # primaries, whatever the cool-down: none until it is proven unable to (seen
+        # restarted, or stopped by its driver).
+        seen = self.obs(candidate)
+        if flight.planned:
+            # The switchover procedure owns its promote; only an unseen target may
+            # have been promoted out of sight.
+            pending = False
+            maybe = not (_reachable(seen) and seen is not None and seen.role is not Role.UNKNOWN)
+        else:
+            pending = maybe = not _is_primary(seen)
+        self.nodes[candidate] = replace(
+            self.nodes[candidate],
             backoff_until=self.at + self.settings.candidate_backoff_s,
-            maybe_promoted=unseen,
+            maybe_promoted=maybe,
         )
+        if pending and candidate in self.settings.rejoin_nodes and _reachable(seen):
+            # Its driver can withdraw the request (stop, remove it, start as a replica):
+            # then the next candidate may be tried, and the node still confirms.
+            self.act(
+                CancelPromote(
+                    candidate,
+                    f"the abandoned promote of {candidate} may still land: withdraw it so"
+                    " that another candidate can be promoted safely",
+                )
+            )
         if self.primary in self.fenced:
             self.primary = None
         if flight.planned:
@@ -874,7 +1105,27 @@ class _Round:
             if outranking:
                 top = max(timeline(n) for n in outranking)
                 winners = [n for n in outranking if timeline(n) == top]
-                if len(winners) == 1:
+                problem = self.adoption_problem(winners[0]) if len(winners) == 1 else None
+                if problem is not None:
+                    stray = winners[0]
+                    self.mark_fenced(
+                        stray,
+                        f"a stray promotion (timeline {top}) not adopted over {self.primary}:"
+                        f" {problem}",
+                    )
+                    self.emit(
+                        "stray_primary",
+                        stray,
+                        f"{stray} became writable on timeline {top} without this controller,"
+                        f" but {problem}: it is fenced and {self.primary} stays the primary;"
+                        f" rejoin {stray} ('hacontrol rejoin {stray}') to bring it back as a"
+                        " replica",
+                        Severity.CRITICAL,
+                        timeline=top,
+                        primary=self.primary,
+                        reason=problem,
+                    )
+                elif len(winners) == 1:
                     old = self.primary
                     self.adopt(winners[0], old, f"writable on a higher timeline ({top} > {own})")
                     self.mark_fenced(old, f"{winners[0]} is primary on a higher timeline")
@@ -904,6 +1155,83 @@ class _Round:
             # Safety before liveness: a fence goes out even while paused (paused stops
             # the controller changing the cluster, not it keeping two primaries apart).
             self.act(Fence(name, f"{name} accepts writes but must not: {why}"), operator=True)
+
+    def adoption_problem(self, name: str) -> str | None:
+        """Why the newcomer ``name`` (writable on a higher timeline) must not replace
+        the followed primary, if anything forbids it.
+
+        While the followed primary is healthy the newcomer must provably hold the
+        primary's history up to its last known position and must not be in
+        maintenance; in quorum mode it must also pass the failover quorum rule, even
+        with the primary down. Otherwise adopting it would throw away writes the
+        primary acknowledged. With the primary down in asynchronous mode it is
+        adopted (as a failover would have been).
+        """
+        primary = self.primary
+        assert primary is not None
+        settings = self.settings
+        healthy = _is_primary(self.obs(primary)) and not self.nodes[primary].down
+        quorum = quorum_mode(settings)
+        obs = self.obs(name)
+        assert obs is not None
+        if not healthy:
+            return self.quorum_adoption_problem(name, obs) if quorum else None
+        if name in self.old.maintenance:
+            return f"{name} is in maintenance"
+        timeline, known = self.primary_timeline, self.primary_lsn
+        if timeline is not None and known is not None:
+            if obs.history is None:
+                return (
+                    f"its timeline history cannot be read (the controller's role needs to read"
+                    f" pg_wal), so it is not proven to hold {primary}'s WAL up to"
+                    f" {format_lsn(known)}"
+                )
+            fork = obs.fork_lsn(timeline)
+            if fork is None:
+                return f"its timeline history does not include {primary}'s timeline {timeline}"
+            if fork < known:
+                return (
+                    f"it left timeline {timeline} at {format_lsn(fork)}, before {primary}'s last"
+                    f" known position {format_lsn(known)}: writes {primary} acknowledged after"
+                    " that are not on it"
+                )
+        if quorum:
+            return self.quorum_adoption_problem(name, obs)
+        return None
+
+    def quorum_adoption_problem(self, name: str, obs: Observation) -> str | None:
+        """Quorum mode: a newcomer stands in for a failover's candidate, so the same rule
+        applies: a member of the set in force, with enough of that set reachable, and at
+        least the WAL of the most advanced reachable member."""
+        quorum = self.sync_in_force
+        if quorum is None or not quorum.synchronous:
+            return None
+        if name not in quorum.members:
+            members = ", ".join(sorted(quorum.members))
+            return f"it is not a member of the synchronous set ({members})"
+        here = [m for m in quorum.members if m == name or _is_replica(self.obs(m))]
+        need = max(1, len(quorum.members) - quorum.k + 1)
+        if len(here) < need:
+            return (
+                f"only {len(here)} of the synchronous set are reachable ({need} needed to prove"
+                " it holds every acknowledged commit)"
+            )
+        primary_timeline = self.primary_timeline
+        fork = obs.fork_lsn(primary_timeline) if primary_timeline is not None else None
+        positions = [
+            o.wal_position
+            for m in quorum.members
+            if m != name
+            for o in [self.obs(m)]
+            if _is_replica(o) and o is not None and o.wal_position is not None
+        ]
+        if positions and (fork is None or fork < max(positions)):
+            return (
+                f"a reachable synchronous member holds WAL up to {format_lsn(max(positions))},"
+                f" past where it left timeline {primary_timeline}"
+                f" ({format_lsn(fork)})"
+            )
+        return None
 
     def adopt(self, name: str, old: str | None, why: str) -> None:
         self.set_primary(name)
@@ -1092,6 +1420,8 @@ class _Round:
             reason,
             Severity.CRITICAL,
             old_primary=primary,
+            old_timeline=self.primary_timeline,
+            operation=str(Operation.FAILOVER),
             candidates=figures,
             replicas=replicas,
             **quorum_note,
@@ -1109,10 +1439,13 @@ class _Round:
         unseen = [n for n in self.names if self.nodes[n].maybe_promoted]
         if unseen:
             return "abandoned_candidate", (
-                f"primary {primary} is down, but the abandoned failover to"
-                f" {', '.join(unseen)} may have promoted it out of sight: no automatic"
-                " failover until it is seen again; if it is certainly not a primary, an"
-                " operator can run 'hacontrol failover --to NODE --force'"
+                f"primary {primary} is down, but the abandoned promote of"
+                f" {', '.join(unseen)} may still land (a pending promote completes once"
+                " replay catches up, even after a restart, or it landed out of sight): no"
+                " automatic failover to another node until it is seen as a primary or"
+                " stopped by its driver; let it finish (end what holds back its replay),"
+                " or stop it and remove its promote.signal, then run 'hacontrol failover"
+                " --to NODE --force'"
             )
         fence_failed = self.nodes[primary].fence_failed_at
         if fence_failed is not None and self.at - fence_failed < settings.candidate_backoff_s:
@@ -1208,6 +1541,7 @@ class _Round:
             reason,
             Severity.WARNING,
             old_primary=plan.primary,
+            old_timeline=plan.primary_timeline,
             operation=str(kind),
             candidates=[c.as_dict() for c in plan.ranking],
         )
@@ -1389,6 +1723,7 @@ class _Round:
             # A node that left the fenced set gets a fresh automatic attempt the
             # next time it is fenced.
             rejoin_tried=frozenset(self.rejoin_tried & self.fenced),
+            system_identifier=self.identity,
         )
 
     def finish(self) -> Decision:
@@ -1408,6 +1743,13 @@ class _Round:
             self.primary = None
         state = replace(self.current_state(), conditions=frozenset(keys))
         return Decision(state, tuple(self.actions), tuple(ordered))
+
+
+def _promote_dropped(health: NodeHealth, obs: Observation | None) -> bool:
+    """True when an abandoned candidate's promote is settled by what is seen: it is a
+    primary now (then the writable-primary rules decide). A replica is no proof: a
+    pending promote survives even a restart of its server."""
+    return health.maybe_promoted and _is_primary(obs)
 
 
 def _fence_first(
@@ -1752,6 +2094,8 @@ def _manual_failover(
         reason,
         {
             "old_primary": old or None,
+            "old_timeline": flight.old_timeline,
+            "operation": str(Operation.MANUAL_FAILOVER),
             "requested_by": "operator",
             "forced": bool(problems),
             "overrides": problems,
@@ -1780,6 +2124,8 @@ def handle_request(
     what would allow it. See docs/operations.md for the semantics of each request.
     """
     by_name = {s.name: s for s in sorted(specs, key=lambda s: s.name)}
+    # A node of another cluster is out of reach for every request too.
+    view, _ = screen_foreign(view, _identity(state, settings))
     at = view.at
     if isinstance(request, Pause | Resume):
         paused = isinstance(request, Pause)
@@ -1910,6 +2256,7 @@ def handle_request(
         reason,
         {
             "old_primary": plan.primary,
+            "old_timeline": plan.primary_timeline,
             "operation": str(Operation.SWITCHOVER),
             "requested_by": "operator",
             "candidates": [c.as_dict() for c in plan.ranking],
@@ -1999,6 +2346,8 @@ def apply_outcome(
         return _switchover_outcome(state, outcome, at, settings or DecisionSettings())
     if isinstance(action, Rejoin):
         return _rejoin_outcome(state, outcome)
+    if isinstance(action, CancelPromote):
+        return _cancel_promote_outcome(state, outcome)
     if outcome.status is OutcomeStatus.SUCCEEDED:
         return Decision(state)
     if isinstance(action, ConfigureSync):
@@ -2008,12 +2357,42 @@ def apply_outcome(
         Fence: "fence_failed",
         RunHook: "hook_failed",
         ConfigureSync: "sync_config_failed",
+        Unfence: "unfence_failed",
     }[type(action)]
-    severity = Severity.CRITICAL if isinstance(action, Fence) else Severity.WARNING
+    severity = Severity.CRITICAL if isinstance(action, Fence | Unfence) else Severity.WARNING
     event = Event(
         kind, action.node, f"{kind.replace('_', ' ')} on {action.node}: {detail}", details, severity
     )
     return Decision(state, (), (event,))
+
+
+def _cancel_promote_outcome(state: ControllerState, outcome: ActionOutcome) -> Decision:
+    """An abandoned candidate's promote request withdrawn: it can no longer land, so
+    the next failover may go to another node."""
+    node = outcome.action.node
+    details: dict[str, Any] = {"status": str(outcome.status), "detail": outcome.detail}
+    if outcome.status is not OutcomeStatus.SUCCEEDED:
+        event = Event(
+            "promote_cancel_failed",
+            node,
+            f"could not withdraw the abandoned promote of {node}: {outcome.detail}; no"
+            f" failover to another node until {node} is seen as a primary, or stopped with"
+            " its promote.signal removed",
+            details,
+            Severity.CRITICAL,
+        )
+        return Decision(state, (), (event,))
+    nodes = dict(state.nodes)
+    nodes[node] = replace(nodes.get(node, NodeHealth()), maybe_promoted=False)
+    event = Event(
+        "promote_cancelled",
+        node,
+        f"the abandoned promote of {node} is withdrawn ({outcome.detail}): it can no longer"
+        " land; another candidate may be promoted",
+        details,
+        Severity.WARNING,
+    )
+    return Decision(replace(state, nodes=nodes), (), (event,))
 
 
 def _fence_first_outcome(

@@ -25,17 +25,23 @@ class RecoveredState:
     # Wall-clock time of the last failover (started, completed or not); used only
     # to carry the cool-down across a restart.
     last_failover_wall: float | None = None
-    # A failover that was started and never seen to complete, fail or be
-    # abandoned: its promote may still land. {"node": candidate, "old_primary": ...}
+    # A failover or switchover that was started and never seen to complete, fail or
+    # be abandoned: its promote may still land. {"node": candidate, "old_primary": ...,
+    # "started": wall time, "operation": "failover" | "switchover" | ..., "old_timeline"}
     unresolved_failover: Mapping[str, Any] | None = None
+    # The cluster's system identifier, from the last cluster_identified record.
+    system_identifier: int | None = None
     records: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 # Journal record kinds that change what a restart must remember.
 PRIMARY_KINDS = frozenset({"primary_adopted", "failover_completed", "switchover_completed"})
-# How a started failover ends.
-FAILOVER_ENDS = frozenset({"failover_completed", "failover_abandoned", "failover_failed"})
+# How a started failover or switchover ends (as the decision core reports it).
+FAILOVER_ENDS = frozenset({
+    "failover_completed", "failover_abandoned", "failover_failed",
+    "switchover_completed", "switchover_aborted", "switchover_abandoned", "switchover_settled",
+})
 
 
 class Journal:
@@ -94,23 +100,33 @@ class Journal:
         fenced: set[str] = set()
         last_failover: float | None = None
         unresolved: dict[str, Any] | None = None
+        identifier: int | None = None
         count = 0
         for record in self.read():
             count += 1
             kind = record.get("kind")
             node = record.get("node")
-            if kind == "failover_started":
+            # The decision core's event (with details), not the procedure's own record.
+            started = kind in ("failover_started", "switchover_started") and "details" in record
+            if started:
                 details = record.get("details") or {}
                 unresolved = {
                     "node": node,
                     "old_primary": details.get("old_primary"),
+                    "old_timeline": details.get("old_timeline"),
+                    "operation": details.get("operation")
+                    or ("failover" if kind == "failover_started" else "switchover"),
                     "started": float(record.get("ts", 0.0)),
                     # The cool-down to fall back to if it turns out nothing was promoted.
                     "previous_failover": last_failover,
                 }
-                last_failover = float(record.get("ts", 0.0))
+                if kind == "failover_started":
+                    last_failover = float(record.get("ts", 0.0))
             elif kind in FAILOVER_ENDS:
                 unresolved = None
+            if kind == "cluster_identified":
+                value = (record.get("details") or {}).get("system_identifier")
+                identifier = int(value) if value is not None else identifier
             if kind in PRIMARY_KINDS and isinstance(node, str):
                 primary = node
                 fenced.discard(node)
@@ -135,5 +151,6 @@ class Journal:
             fenced=frozenset(fenced),
             last_failover_wall=last_failover,
             unresolved_failover=unresolved,
+            system_identifier=identifier,
             records=count,
         )

@@ -63,6 +63,15 @@ class ReplicationClient:
 
 
 @dataclass(frozen=True, slots=True)
+class TimelineSwitch:
+    """One line of a timeline history file: this node's history left ``timeline``
+    at ``switch_lsn`` (everything before it is shared with that timeline)."""
+
+    timeline: int
+    switch_lsn: int
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """The result of one probe of one node."""
 
@@ -87,6 +96,25 @@ class Observation:
     # current_setting('synchronous_standby_names') as the node reports it (None:
     # not read). On a primary this is the synchronous set in force.
     synchronous_standby_names: str | None = None
+    # Replica: pg_is_wal_replay_paused() (None: not a replica or not read).
+    replay_paused: bool | None = None
+    # Primary on a timeline above 1: its timeline history, oldest first (None: not
+    # read, e.g. no permission to read pg_wal). Proves which WAL it shares.
+    history: tuple[TimelineSwitch, ...] | None = None
+
+    @property
+    def unreplayed_bytes(self) -> int | None:
+        """Replica: WAL received but not replayed yet (what a promote must still replay)."""
+        if self.receive_lsn is None or self.replay_lsn is None:
+            return None
+        return max(0, self.receive_lsn - self.replay_lsn)
+
+    def fork_lsn(self, timeline: int) -> int | None:
+        """Where this node's history left ``timeline`` (None: not in its known history)."""
+        for switch in self.history or ():
+            if switch.timeline == timeline:
+                return switch.switch_lsn
+        return None
 
     @property
     def wal_position(self) -> int | None:
@@ -177,3 +205,6 @@ class DecisionSettings:
     # A fence hook is configured: an unreachable old primary is fenced (the hook,
     # e.g. STONITH) before a promote, and a failed fence aborts the promote.
     fence_before_promote: bool = False
+    # The cluster's system identifier pinned in the configuration (None: learnt
+    # from the nodes). A node reporting another one is foreign and never acted on.
+    system_identifier: int | None = None

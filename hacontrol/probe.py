@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -17,6 +18,7 @@ from hacontrol.model import (
     Observation,
     ReplicationClient,
     Role,
+    TimelineSwitch,
     WalReceiver,
     parse_lsn,
 )
@@ -53,8 +55,12 @@ SELECT
        AS wal_receiver_timeout_ms,
   (SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout')::int
        AS wal_sender_timeout_ms,
-  current_setting('synchronous_standby_names') AS synchronous_standby_names
+  current_setting('synchronous_standby_names') AS synchronous_standby_names,
+  CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END AS replay_paused
 """
+
+# A timeline's history file never changes once written: read once per timeline.
+HISTORY_SQL = "SELECT pg_read_file('pg_wal/' || lpad(upper(to_hex($1::int)), 8, '0') || '.history')"
 
 # A transactional logical message: it commits, so replicas' last replayed
 # commit time and their last-message time stay fresh on an idle primary.
@@ -66,6 +72,20 @@ SESSION_SQL = "SET synchronous_commit = local"
 def _short_error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def parse_history(text: str) -> tuple[TimelineSwitch, ...]:
+    """Parse a timeline history file (``parentTLI<TAB>switchpoint<TAB>reason`` lines)."""
+    switches: list[TimelineSwitch] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 2 or line.lstrip().startswith("#"):
+            continue
+        try:
+            switches.append(TimelineSwitch(int(parts[0]), parse_lsn(parts[1]) or 0))
+        except ValueError:
+            continue
+    return tuple(switches)
 
 
 def observation_from_row(node: str, at: float, latency: float, row: Any) -> Observation:
@@ -115,9 +135,11 @@ def observation_from_row(node: str, at: float, latency: float, row: Any) -> Obse
         read_only=bool(row["read_only"]),
         wal_receiver=receiver,
         replication=replication,
-        system_identifier=int(row["system_identifier"]),
+        # pg_control_system() shows the unsigned identifier as a signed bigint.
+        system_identifier=int(row["system_identifier"]) & 0xFFFFFFFFFFFFFFFF,
         latency_s=latency,
         synchronous_standby_names=row.get("synchronous_standby_names"),
+        replay_paused=row.get("replay_paused"),
     )
 
 
@@ -141,6 +163,8 @@ class NodeProber:
         self._conn: asyncpg.Connection | None = None
         # Managed server settings as last seen, in milliseconds.
         self.settings_ms: dict[str, int] = {}
+        # (system identifier, timeline) -> its history; None when it could not be read.
+        self._history: dict[tuple[int, int], tuple[TimelineSwitch, ...] | None] = {}
 
     async def probe(self, *, heartbeat: bool = False) -> Observation:
         """One probe of the node, bounded by the probe timeout."""
@@ -150,6 +174,7 @@ class NodeProber:
                 row = await self._query()
                 if heartbeat and row["in_recovery"] is False:
                     await self._heartbeat()
+                history = await self._timeline_history(row)
         except asyncio.CancelledError:
             await self._drop()
             raise
@@ -165,7 +190,27 @@ class NodeProber:
             "wal_receiver_timeout": int(row["wal_receiver_timeout_ms"]),
             "wal_sender_timeout": int(row["wal_sender_timeout_ms"]),
         }
-        return observation_from_row(self.spec.name, now, now - started, row)
+        obs = observation_from_row(self.spec.name, now, now - started, row)
+        return replace(obs, history=history) if history is not None else obs
+
+    async def _timeline_history(self, row: Any) -> tuple[TimelineSwitch, ...] | None:
+        """A primary's timeline history (what WAL it provably shares with the timelines
+        before its own), read once per timeline; None below timeline 2 or unreadable."""
+        if row["in_recovery"] is not False or row["primary_tli"] is None:
+            return None
+        timeline = int(row["primary_tli"])
+        if timeline < 2:
+            return ()
+        key = (int(row["system_identifier"]) & 0xFFFFFFFFFFFFFFFF, timeline)
+        if key not in self._history:
+            assert self._conn is not None
+            try:
+                text = await self._conn.fetchval(HISTORY_SQL, timeline)
+                self._history[key] = parse_history(text or "")
+            except asyncpg.PostgresError:
+                # No right to read pg_wal (not a superuser): the history stays unproven.
+                self._history[key] = None
+        return self._history[key]
 
     async def _query(self) -> Any:
         if self._conn is None or self._conn.is_closed():

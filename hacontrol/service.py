@@ -17,7 +17,7 @@ with its edges in one event loop:
 Exit codes of :meth:`Service.run`: :data:`EXIT_OK` (0) clean stop,
 :data:`EXIT_FAILED` (1) failure (the API could not bind, the loop failed, or the
 stop took longer than its bound). Bad configuration (2) is caught before a
-Service exists (:data:`EXIT_CONFIG`).
+Service exists, or a journal written for another cluster (:data:`EXIT_CONFIG`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from aiohttp import web
 from hacontrol.actions import (
     Action,
     ActionOutcome,
+    CancelPromote,
     ConfigureSync,
     Fence,
     ManualFailover,
@@ -53,10 +55,11 @@ from hacontrol.actions import (
     SetMaintenance,
     Switchover,
     SwitchoverRequest,
+    Unfence,
 )
 from hacontrol.api import SubmitResult, bound_address, start_api
 from hacontrol.config import Config, ConfigError, load_config
-from hacontrol.controller import BACKGROUND, Controller, RoundResult
+from hacontrol.controller import BACKGROUND, Controller, ForeignJournalError, RoundResult
 from hacontrol.journal import Journal
 from hacontrol.metrics import Metrics
 from hacontrol.model import Role
@@ -125,7 +128,10 @@ class NotifyingController(Controller):
             return connect + (hooks.timeout if hooks.fence else 0.0)
         if isinstance(action, RunHook):
             return hooks.timeout + 1.0
-        assert isinstance(action, Repoint | ConfigureSync)
+        if isinstance(action, CancelPromote):
+            driver = self.drivers.get(action.node)
+            return 3 * (driver.timeout_hint() if driver is not None else 60.0) + connect
+        assert isinstance(action, Repoint | ConfigureSync | Unfence)
         return connect
 
     async def execute(self, action: Action) -> ActionOutcome:
@@ -427,7 +433,12 @@ class Service:
             await asyncio.wait({loop_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             if not loop_task.done():
                 code = await self._finish(loop_task)
-            elif (failure := loop_task.exception()) is not None:
+            elif isinstance(failure := loop_task.exception(), ForeignJournalError):
+                # A leftover journal of another cluster: a configuration mistake.
+                log.critical("foreign_journal", message=str(failure))
+                print(f"error: {failure}", file=sys.stderr)
+                code = EXIT_CONFIG
+            elif failure is not None:
                 log.error("controller_failed", error=f"{type(failure).__name__}: {failure}")
                 code = EXIT_FAILED
         except asyncio.CancelledError:

@@ -38,9 +38,12 @@ class NodeHealth:
     # primary shortly before it failed may confirm the failure.
     streaming_from: str | None = None
     last_streaming_at: float | None = None
-    # A candidate whose failover was abandoned while it was not seen: its promote may
-    # still have landed. No automatic failover until it is seen again (as a replica,
-    # or as a primary for the writable-primary rules to handle).
+    # A candidate whose failover was abandoned: its promote request may still land
+    # (out of sight, or later: a replica whose replay is held back completes a
+    # pending promote once it catches up, and even a restart keeps the request).
+    # No automatic failover to another node until it is seen as a primary (the
+    # writable-primary rules handle it) or stopped by its driver with the request
+    # discarded.
     maybe_promoted: bool = False
     # When the fence of this (unreachable, failed) primary before a promote failed;
     # the failover away from it is retried after candidate_backoff_s.
@@ -104,6 +107,12 @@ class FailoverInFlight:
     forced: bool = False
     # A planned switchover running longer than the limit was reported once.
     overdue_reported: bool = False
+    # Recovered from the journal of a controller that stopped while this ran: a
+    # failover is re-driven to the same candidate, a switchover is settled.
+    resumed: bool = False
+    # Its Promote was sent a second time (after a restart, or once at the promote
+    # timeout while the candidate was still a fit replica).
+    redriven: bool = False
 
     @property
     def planned(self) -> bool:
@@ -151,6 +160,9 @@ class ControllerState:
     # automatically until they leave the fenced set (a failed rejoin waits for
     # an operator).
     rejoin_tried: frozenset[str] = frozenset()
+    # The cluster's system identifier, learnt from a majority of the nodes (or the
+    # journal, or pinned): a node reporting another one is foreign, never acted on.
+    system_identifier: int | None = None
 
     def health(self, node: str) -> NodeHealth:
         """The probe history of ``node`` (empty if never probed)."""
@@ -165,11 +177,14 @@ def initial_state(
     maintenance: Iterable[str] = frozenset(),
     fenced: Iterable[str] = frozenset(),
     last_failover_at: float | None = None,
+    in_flight: FailoverInFlight | None = None,
+    system_identifier: int | None = None,
 ) -> ControllerState:
     """The state of a starting controller, optionally seeded from the journal.
 
     A ``known_primary`` that is not configured any more, or that is fenced, is
-    dropped: the cluster itself then tells which node is primary.
+    dropped: the cluster itself then tells which node is primary. ``in_flight`` is
+    an operation the previous controller left unfinished (``resumed``).
     """
     names = {spec.name for spec in specs}
     fenced_set = frozenset(fenced) & names
@@ -181,4 +196,6 @@ def initial_state(
         maintenance=frozenset(maintenance) & names,
         fenced=fenced_set,
         last_failover_at=last_failover_at,
+        in_flight=in_flight if in_flight is not None and in_flight.candidate in names else None,
+        system_identifier=system_identifier,
     )

@@ -2,7 +2,6 @@
 out after it was sent may have landed, so it must never read as 'not attempted'."""
 
 import asyncio
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,10 @@ import pytest
 from hacontrol import act
 from hacontrol.actions import Fence, OutcomeStatus, Promote
 from hacontrol.config import config_from_mapping
-from hacontrol.controller import Controller
+from hacontrol.controller import Controller, ForeignJournalError
+from hacontrol.journal import Journal
 from hacontrol.model import ClusterView, Observation, Role
+from hacontrol.state import Operation
 
 
 def _controller(tmp_path: Path) -> Controller:
@@ -78,8 +79,6 @@ async def test_step_rejected_by_a_full_bulkhead_is_not_attempted(tmp_path: Path)
 
 
 def test_restart_during_a_failover_keeps_the_cooldown(tmp_path: Path) -> None:
-    from hacontrol.journal import Journal
-
     journal = Journal(tmp_path / "j.jsonl")
     journal.append("primary_adopted", node="pg1")
     journal.append("failover_started", node="pg2", details={"old_primary": "pg1"})
@@ -103,43 +102,55 @@ def _journal_with_failover_started(path: Path, age_s: float) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def _view(controller: Controller, role: Role | None) -> ClusterView:
+def test_a_failover_left_unfinished_is_resumed_in_flight(tmp_path: Path) -> None:
+    _journal_with_failover_started(tmp_path / "j.jsonl", age_s=60)
+    controller = _controller(tmp_path)
+    flight = controller.state.in_flight
+    assert flight is not None and flight.resumed and flight.candidate == "pg2"
+    assert flight.old_primary == "pg1" and flight.kind is Operation.FAILOVER
+    # Its start is carried over: only choosing another candidate waits for it.
+    assert 59 <= controller._clock() - flight.started_at < 65
+    assert controller.state.last_failover_at is not None  # the cool-down holds
+
+
+def _identified(controller: Controller, identifier: int) -> ClusterView:
     now = controller._clock()
-    obs = (
-        Observation("pg2", now, True, role=role, timeline=1)
-        if role is not None else Observation("pg2", now, False, error="refused")
+    return ClusterView(at=now, observations={
+        name: Observation(name, now, True, role=Role.REPLICA, timeline=1,
+                          system_identifier=identifier)
+        for name in ("pg1", "pg2")
+    })
+
+
+def test_a_journal_of_another_cluster_is_refused(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.append("cluster_identified", node=None, details={"system_identifier": 11})
+    journal.append("node_fenced", node="pg1")
+    controller = _controller(tmp_path)
+    assert controller.state.system_identifier == 11
+    controller._check_journal_identity(_identified(controller, 11))  # the same cluster
+    controller = _controller(tmp_path)
+    with pytest.raises(ForeignJournalError, match="give this cluster its own journal path"):
+        controller._check_journal_identity(_identified(controller, 12))
+    assert [r for r in journal.read() if r["kind"] == "foreign_journal"]
+
+
+def test_a_journal_that_disagrees_with_the_pinned_identity_is_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    Journal(tmp_path / "j.jsonl").append(
+        "cluster_identified", node=None, details={"system_identifier": 11}
     )
-    return ClusterView(at=now, observations={"pg2": obs})
-
-
-def test_unresolved_failover_is_lifted_when_nothing_can_land_any_more(tmp_path: Path) -> None:
-    _journal_with_failover_started(tmp_path / "j.jsonl", age_s=60)  # > promote_timeout
-    controller = _controller(tmp_path)
-    assert controller.state.last_failover_at is not None  # the cool-down holds at first
-    controller._settle_unresolved(_view(controller, None))  # candidate unseen: keep it
-    assert controller._unresolved is not None
-    controller._settle_unresolved(_view(controller, Role.REPLICA))
-    assert controller._unresolved is None
-    assert controller.state.last_failover_at is None  # no earlier failover to count from
-    settled = [r for r in controller.journal.read() if r["kind"] == "unresolved_failover_settled"]
-    assert "still a replica" in settled[0]["outcome"]
-
-
-def test_unresolved_failover_holds_within_the_promote_timeout(tmp_path: Path) -> None:
-    _journal_with_failover_started(tmp_path / "j.jsonl", age_s=0)
-    controller = _controller(tmp_path)
-    controller.settings = replace(controller.settings, promote_timeout_s=30.0)
-    controller._settle_unresolved(_view(controller, Role.REPLICA))
-    assert controller._unresolved is not None
-    assert controller.state.last_failover_at is not None
-
-
-def test_unresolved_failover_that_landed_keeps_the_cooldown(tmp_path: Path) -> None:
-    _journal_with_failover_started(tmp_path / "j.jsonl", age_s=0)
-    controller = _controller(tmp_path)
-    controller._settle_unresolved(_view(controller, Role.PRIMARY))
-    assert controller._unresolved is None
-    assert controller.state.last_failover_at is not None
+    config = config_from_mapping({
+        "journal": str(tmp_path / "j.jsonl"),
+        "system_identifier": 12,
+        "nodes": [
+            {"name": "pg1", "dsn": "host=127.0.0.1 port=1"},
+            {"name": "pg2", "dsn": "host=127.0.0.1 port=2"},
+        ],
+    })
+    with pytest.raises(ForeignJournalError, match="pinned"):
+        Controller(config)
 
 
 def _controller_with_fence_hook(tmp_path: Path, hook: str) -> Controller:

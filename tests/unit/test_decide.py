@@ -8,6 +8,7 @@ import pytest
 
 from hacontrol.actions import (
     ActionOutcome,
+    Decision,
     Fence,
     OutcomeStatus,
     Promote,
@@ -489,28 +490,32 @@ def test_candidate_on_the_same_timeline_does_not_complete() -> None:
     assert sim.state.primary == "pg1"
 
 
-def test_in_flight_failover_is_abandoned_after_the_promote_timeout() -> None:
+def test_in_flight_failover_is_redriven_once_then_abandoned_after_the_promote_timeout() -> None:
     sim, _ = promoted_sim()
     started = sim.state.in_flight.started_at  # type: ignore[union-attr]
-    sim.step(
-        started + 29.0,
-        down("pg1", 40.0),
-        replica("pg2", 40.0, wal=LOST),
-        replica("pg3", 40.0, wal=LOST),
-    )
+
+    def round_at(t: float) -> Decision:
+        return sim.step(
+            t, down("pg1", t), replica("pg2", t, wal=LOST), replica("pg3", t, wal=LOST)
+        )
+
+    round_at(started + 29.0)
     assert sim.state.in_flight is not None
-    d = sim.step(
-        started + 31.0,
-        down("pg1", started + 31.0),
-        replica("pg2", started + 31.0, wal=LOST),
-        replica("pg3", started + 31.0, wal=LOST),
-    )
-    assert sim.state.in_flight is None
+    # Still a fit replica at the timeout: the same candidate is promoted once more.
+    d = round_at(started + 31.0)
+    assert [p.node for p in promotes(d)] == ["pg2"]
+    assert "failover_redriven" in kinds(d.events)
+    flight = sim.state.in_flight
+    assert flight is not None and flight.redriven and flight.started_at == started + 31.0
+    # Not seen promoted a promote timeout later: abandoned, and never a second node.
+    d = round_at(started + 62.0)
+    assert sim.state.in_flight is None and promotes(d) == []
     assert "failover_abandoned" in kinds(d.events)
-    assert sim.state.health("pg2").backoff_until == pytest.approx(started + 31.0 + 60.0)
-    # the cool-down still holds: the promote may yet land
-    assert crash_rounds(sim, started + 32.0, 10) == []
-    assert "cooldown" in [e.details.get("blocked_by") for e in sim.all_events()]
+    assert sim.state.health("pg2").backoff_until == pytest.approx(started + 62.0 + 60.0)
+    assert sim.state.health("pg2").maybe_promoted
+    # pg2 in sight as a replica proves nothing (a pending promote can still land).
+    assert crash_rounds(sim, started + 63.0, 10) == []
+    assert "abandoned_candidate" in [e.details.get("blocked_by") for e in sim.all_events()]
 
 
 def test_failed_promote_backs_off_the_candidate_and_tries_the_next_at_once() -> None:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from hacontrol.actions import (
     Action,
     ActionOutcome,
+    CancelPromote,
     Decision,
     Fence,
     ManualFailover,
@@ -38,6 +39,7 @@ from hacontrol.actions import (
     SetMaintenance,
     Switchover,
     SwitchoverRequest,
+    Unfence,
 )
 from hacontrol.decide import apply_outcome, decide, handle_request, preferred_node
 from hacontrol.model import (
@@ -131,11 +133,18 @@ class Tracker:
     manual_failovers: int = 0
     rejoins: int = 0
     rejoins_done: int = 0
+    # Nodes sent a Promote that was not reported FAILED and not since seen as a
+    # primary or stopped: their promote may still land.
+    may_land: set[str] = field(default_factory=set)
+    # Promotes sent again to the candidate of the failover in flight.
+    redrives: int = 0
 
     def observe(self, view: ClusterView) -> None:
         for name in NAMES:
             obs = view.get(name)
             is_primary = obs is not None and obs.reachable and obs.role is Role.PRIMARY
+            if is_primary:
+                self.may_land.discard(name)
             run = self.not_primary_run.setdefault(name, [])
             if is_primary:
                 run.clear()
@@ -352,6 +361,13 @@ class World:
             return ActionOutcome(action, OutcomeStatus.SUCCEEDED)
         if isinstance(action, RunHook):
             return ActionOutcome(action, OutcomeStatus.SUCCEEDED)
+        if isinstance(action, CancelPromote) and reachable:
+            # Restarted with its promote request removed: it never lands.
+            self.pending.pop(action.node, None)
+            return ActionOutcome(action, OutcomeStatus.SUCCEEDED, "restarted")
+        if isinstance(action, Unfence) and reachable:
+            node.read_only = False
+            return ActionOutcome(action, OutcomeStatus.SUCCEEDED)
         if isinstance(action, Switchover):
             # Reported when the procedure ends (advance_switchover). A lost one that
             # the core abandoned is simply replaced.
@@ -436,15 +452,23 @@ def check_step(
     if not promotes:
         return
     (p,) = promotes
+    # never two promotes that may both land
+    assert tracker.may_land <= {p.node}, f"promote of {p.node} while {tracker.may_land} may land"
+    # never while any writable primary is seen
+    assert not any(_writable(o) for o in view.observations.values()), "promote beside a primary"
+    if before.in_flight is not None:
+        # Only a re-drive of the same candidate, once.
+        assert p.node == before.in_flight.candidate, "second failover while one is in flight"
+        assert not before.in_flight.redriven and after.in_flight is not None
+        assert after.in_flight.redriven and after.in_flight.candidate == p.node
+        tracker.redrives += 1
+        return
     tracker.promotes += 1
     old = before.primary
     assert old is not None and p.old_primary == old
-    assert before.in_flight is None, "second failover while one is in flight"
     assert after.in_flight is not None and after.in_flight.candidate == p.node
     assert s.mode is not FailoverMode.MANUAL
     assert old not in before.maintenance
-    # never while any writable primary is seen
-    assert not any(_writable(o) for o in view.observations.values()), "promote beside a primary"
     # the candidate
     chosen = view.get(p.node)
     assert chosen is not None and chosen.reachable and chosen.role is Role.REPLICA
@@ -591,6 +615,9 @@ def perform(
             continue
         if isinstance(action, Promote) and outcome.status is not OutcomeStatus.FAILED:
             tracker.promote_times.append(at)
+            tracker.may_land.add(action.node)
+        if isinstance(action, CancelPromote) and outcome.status is OutcomeStatus.SUCCEEDED:
+            tracker.may_land.discard(action.node)
         state = report(state, outcome, world, tracker)
     return state
 
@@ -652,6 +679,15 @@ def run_scenario(scenario: Scenario) -> Tracker:
             before = state
             answer = handle_request(state, view, specs, s, request)
             check_request(scenario, specs, before, view, request, answer, tracker)
+            if any(isinstance(a, Promote) for a in answer.actions):
+                assert isinstance(request, ManualFailover)
+                # Only an operator's --force may promote while another promote may
+                # land: that is the operator's word that it cannot.
+                assert request.force or tracker.may_land <= {request.to}, (
+                    f"manual failover to {request.to} while {tracker.may_land} may land"
+                )
+                if request.force:
+                    tracker.may_land.clear()
             state = perform(world, answer.state, answer.actions, plan, view.at, tracker)
     return tracker
 

@@ -540,7 +540,8 @@ def test_a_switchover_in_flight_too_long_is_reported_then_abandoned() -> None:
                 t, primary("pg1", t, read_only=True), replica("pg2", t), replica("pg3", t)
             ).events
         )
-    assert events == ["switchover_overdue", "switchover_abandoned"]
+    # The old primary left read-only by the abandoned switchover is a visible outage.
+    assert events == ["switchover_overdue", "switchover_abandoned", "primary_read_only"]
     assert sim.state.in_flight is None and sim.state.primary == "pg1"
 
 

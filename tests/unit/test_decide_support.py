@@ -24,6 +24,7 @@ from hacontrol.model import (
     NodeSpec,
     Observation,
     Role,
+    TimelineSwitch,
     WalReceiver,
 )
 from hacontrol.state import ControllerState, initial_state
@@ -58,9 +59,19 @@ SETTINGS = DecisionSettings(
 
 
 def primary(
-    name: str, at: float, *, lsn: int = BASE_LSN, tl: int = 1, read_only: bool = False
+    name: str,
+    at: float,
+    *,
+    lsn: int = BASE_LSN,
+    tl: int = 1,
+    read_only: bool = False,
+    history: tuple[TimelineSwitch, ...] | None = None,
+    system_identifier: int | None = None,
 ) -> Observation:
-    """A reachable primary."""
+    """A reachable primary (``history``: its timeline history; by default one that
+    left every lower timeline at ``lsn``, i.e. it holds all of their WAL)."""
+    if history is None:
+        history = tuple(TimelineSwitch(t, lsn) for t in range(1, tl))
     return Observation(
         name,
         at,
@@ -69,6 +80,8 @@ def primary(
         timeline=tl,
         current_lsn=lsn,
         read_only=read_only,
+        history=history,
+        system_identifier=system_identifier,
     )
 
 

@@ -60,14 +60,46 @@ def test_failover_started_and_never_ended_is_unresolved_and_starts_the_cooldown(
 ) -> None:
     journal = Journal(tmp_path / "journal.jsonl")
     journal.append("primary_adopted", node="pg1")
-    started = journal.append("failover_started", node="pg2", details={"old_primary": "pg1"})
+    started = journal.append(
+        "failover_started", node="pg2", details={"old_primary": "pg1", "old_timeline": 1}
+    )
     state = journal.recover()
     assert state.primary == "pg1"
     assert state.unresolved_failover == {
-        "node": "pg2", "old_primary": "pg1", "started": started["ts"], "previous_failover": None,
+        "node": "pg2", "old_primary": "pg1", "old_timeline": 1, "operation": "failover",
+        "started": started["ts"], "previous_failover": None,
     }
     assert state.last_failover_wall == started["ts"]
     journal.append("failover_abandoned", node="pg2")
     state = journal.recover()
     assert state.unresolved_failover is None
     assert state.last_failover_wall == started["ts"]  # the cool-down still counts
+
+
+def test_a_switchover_left_unfinished_is_unresolved_until_the_core_reports_its_end(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.append("primary_adopted", node="pg1")
+    started = journal.append(
+        "switchover_started", node="pg2",
+        details={"old_primary": "pg1", "old_timeline": 1, "operation": "switchover"},
+    )
+    # The procedure's own records (no details) neither start nor end it.
+    journal.append("switchover_started", old_primary="pg1", target="pg2")
+    journal.append("switchover_step", old_primary="pg1", target="pg2", step="fence", ok=True)
+    unresolved = journal.recover().unresolved_failover
+    assert unresolved is not None
+    assert unresolved["node"] == "pg2" and unresolved["operation"] == "switchover"
+    assert unresolved["started"] == started["ts"]
+    # A switchover does not start the failover cool-down.
+    assert journal.recover().last_failover_wall is None
+    journal.append("switchover_settled", node="pg2", details={"outcome": "not_promoted"})
+    assert journal.recover().unresolved_failover is None
+
+
+def test_the_cluster_identity_is_recovered_from_the_last_identification(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    assert journal.recover().system_identifier is None
+    journal.append("cluster_identified", node=None, details={"system_identifier": 7301})
+    assert journal.recover().system_identifier == 7301

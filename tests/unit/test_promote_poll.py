@@ -9,13 +9,18 @@ from hacontrol import act
 
 
 class FakeConn:
-    """Answers pg_is_in_recovery() with True ``recovering`` times, then False."""
+    """Answers pg_is_in_recovery() with True ``recovering`` times, then False; the
+    query for sessions holding back replay ends one session each time."""
 
     def __init__(self, recovering: int) -> None:
         self.recovering = recovering
         self.asked = 0
+        self.released = 0
 
-    async def fetchval(self, query: str, *args: Any) -> bool:
+    async def fetchval(self, query: str, *args: Any) -> bool | int:
+        if query == act.RELEASE_REPLAY_SQL:
+            self.released += 1
+            return 1
         assert query == "SELECT pg_is_in_recovery()"
         self.asked += 1
         return self.asked <= self.recovering
@@ -24,9 +29,12 @@ class FakeConn:
 async def test_returns_as_soon_as_recovery_ended() -> None:
     conn = FakeConn(recovering=3)
     started = time.monotonic()
-    assert await act._left_recovery(conn, time.monotonic() + 5)
+    left, ended = await act._left_recovery(conn, time.monotonic() + 5)
     elapsed = time.monotonic() - started
+    assert left
     assert conn.asked == 4
+    # Recovery ended before the first look for sessions holding back replay.
+    assert ended == 0 and conn.released == 0
     # Three short pauses, not the server's 100 ms poll.
     assert elapsed < 0.08
 
@@ -34,7 +42,10 @@ async def test_returns_as_soon_as_recovery_ended() -> None:
 async def test_gives_up_at_the_deadline() -> None:
     conn = FakeConn(recovering=10**6)
     started = time.monotonic()
-    assert not await act._left_recovery(conn, time.monotonic() + 0.2)
+    left, ended = await act._left_recovery(conn, time.monotonic() + 0.5)
     elapsed = time.monotonic() - started
-    assert 0.2 <= elapsed < 0.4
+    assert not left
+    assert 0.5 <= elapsed < 0.7
     assert conn.asked >= 10
+    # Sessions holding back replay are looked for every RELEASE_EVERY_S meanwhile.
+    assert ended == conn.released and 2 <= ended <= 3
