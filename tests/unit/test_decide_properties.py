@@ -49,6 +49,7 @@ from hacontrol.model import (
     NodeSpec,
     Observation,
     Role,
+    TimelineSwitch,
     WalReceiver,
 )
 from hacontrol.state import ControllerState, initial_state
@@ -111,6 +112,8 @@ class WNode:
     upstream: str | None = None
     alive: bool = True
     hung_since: float | None = None
+    # Its timeline history: where it left each earlier timeline.
+    history: tuple[TimelineSwitch, ...] = ()
 
 
 @dataclass
@@ -138,6 +141,8 @@ class Tracker:
     may_land: set[str] = field(default_factory=set)
     # Promotes sent again to the candidate of the failover in flight.
     redrives: int = 0
+    # Newcomers adopted over a healthy followed primary (the history rule checked).
+    adoptions: int = 0
 
     def observe(self, view: ClusterView) -> None:
         for name in NAMES:
@@ -179,6 +184,7 @@ class World:
     def promote(self, name: str) -> None:
         node = self.nodes[name]
         if node.alive and node.role is Role.REPLICA:
+            node.history = (*node.history, TimelineSwitch(node.timeline, node.lsn))
             node.role, node.timeline = Role.PRIMARY, self.max_timeline() + 1
             node.read_only, node.upstream = False, None
 
@@ -195,7 +201,7 @@ class World:
                 primary.role is Role.PRIMARY
             ):
                 node.role, node.read_only, node.upstream = Role.REPLICA, True, primary.name
-                node.timeline = primary.timeline
+                node.timeline, node.history = primary.timeline, primary.history
                 outcomes.append(ActionOutcome(action, OutcomeStatus.SUCCEEDED, "streams"))
             else:
                 # A failed rejoin leaves the node stopped.
@@ -231,7 +237,7 @@ class World:
         rejoined: frozenset[str] = frozenset()
         if how == SW_REJOIN and old.alive:
             old.role, old.read_only, old.upstream = Role.REPLICA, True, target.name
-            old.timeline = target.timeline
+            old.timeline, old.history = target.timeline, target.history
             rejoined = frozenset({old.name})
         return ActionOutcome(action, OutcomeStatus.SUCCEEDED, "switched over", rejoined=rejoined)
 
@@ -275,6 +281,7 @@ class World:
             if leader is not None:
                 node.role, node.read_only, node.upstream = Role.REPLICA, True, leader
                 node.timeline = self.nodes[leader].timeline
+                node.history = self.nodes[leader].history
         elif plan.event == FLAP:
             self.flap = target
         for name in list(self.pending):
@@ -296,9 +303,8 @@ class World:
         if self.flap == node.name:
             return WalReceiver("starting", "127.0.0.1", port, None)
         node.lsn = max(node.lsn, up.lsn - plan.amount % 4096)
-        node.timeline = (
-            max(node.timeline, up.timeline) if up.role is Role.PRIMARY else node.timeline
-        )
+        if up.role is Role.PRIMARY and up.timeline > node.timeline:
+            node.timeline, node.history = up.timeline, up.history
         return WalReceiver("streaming", "127.0.0.1", port, 0.05)
 
     def view(self, plan: StepPlan) -> ClusterView:
@@ -323,6 +329,7 @@ class World:
                     timeline=node.timeline,
                     current_lsn=node.lsn,
                     read_only=node.read_only,
+                    history=node.history,
                 )
             else:
                 observations[name] = Observation(
@@ -439,6 +446,7 @@ def check_step(
         assert _primary_seen(view, rj.primary), "rejoin to a primary not seen"
         assert rj.node in after.rejoining
     assert after.rejoining <= set(by_name) and after.rejoin_tried <= after.fenced
+    check_adoption(s, before, view, after, tracker)
     promotes = [a for a in decision.actions if isinstance(a, Promote)]
     assert len(promotes) <= 1 and not (promotes and switches)
     # every writable primary other than the primary (or the node being promoted) is fenced
@@ -594,6 +602,35 @@ def check_request(
             scenario.settings.rejoin_nodes
         ):
             assert request.node not in after.fenced  # reported as rejoined by hand
+
+
+def check_adoption(
+    s: DecisionSettings,
+    before: ControllerState,
+    view: ClusterView,
+    after: ControllerState,
+    tracker: Tracker,
+) -> None:
+    """Never adopt a primary whose history does not include the followed primary's
+    last known position while that primary is healthy: its acknowledged writes."""
+    old, new = before.primary, after.primary
+    flight = before.in_flight
+    if old is None or new is None or new == old or (flight and flight.candidate == new):
+        return
+    seen = view.get(old)
+    if seen is None or not seen.reachable or seen.role is not Role.PRIMARY:
+        return
+    if before.health(old).down or before.primary_timeline is None:
+        return
+    tracker.adoptions += 1
+    known = max(before.primary_lsn or 0, seen.current_lsn or 0)
+    adopted = view.get(new)
+    assert adopted is not None and adopted.role is Role.PRIMARY
+    fork = adopted.fork_lsn(before.primary_timeline)
+    assert fork is not None and fork >= known, (
+        f"{new} adopted over the healthy {old} without its history up to {known:X}"
+    )
+    assert new not in before.maintenance
 
 
 def perform(
@@ -802,6 +839,7 @@ def test_seeded_histories_hold_the_rules_and_do_fail_over() -> None:
         totals.refusals += tracker.refusals
         totals.rejoins += tracker.rejoins
         totals.rejoins_done += tracker.rejoins_done
+        totals.adoptions += tracker.adoptions
     # Few random histories leave a strict majority of streaming replicas to confirm a
     # failure (every node flaps): about 30 automatic promotes over these 300.
     assert totals.promotes >= 20
@@ -810,6 +848,8 @@ def test_seeded_histories_hold_the_rules_and_do_fail_over() -> None:
     assert totals.switchovers >= 20 and totals.failbacks >= 5 and totals.switchovers_done >= 10
     assert totals.manual_failovers >= 20 and totals.refusals >= 100
     assert totals.rejoins >= 10 and totals.rejoins_done >= 5
+    # Rogue promotions adopted over a healthy primary (each checked for its history).
+    assert totals.adoptions >= 5
 
 
 def test_manual_mode_never_promotes_in_seeded_histories() -> None:
