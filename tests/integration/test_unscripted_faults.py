@@ -223,7 +223,9 @@ def _reporting_transaction(cluster: LocalCluster, name: str) -> Iterator[psycopg
 
 
 @pytest.mark.timeout(170)
-@pytest.mark.parametrize("variant", ["defaults", "standby_delay_unlimited", "cooldown_60"])
+@pytest.mark.parametrize(
+    "variant", ["defaults", "standby_delay_unlimited", "cooldown_60", "held_back_only_candidate"]
+)
 def test_replay_conflict_on_the_replica_with_the_most_wal(
     cluster: LocalCluster, tmp_path: Path, variant: str
 ) -> None:
@@ -236,7 +238,7 @@ def test_replay_conflict_on_the_replica_with_the_most_wal(
     pg1.query("CREATE TABLE t (id int)")
     pg1.query("INSERT INTO t SELECT generate_series(1, 1000)")
     cluster.wait_replayed(cluster.current_lsn("pg1"), timeout=10)
-    if variant == "standby_delay_unlimited":
+    if variant in ("standby_delay_unlimited", "held_back_only_candidate"):
         pg2.query("ALTER SYSTEM SET max_standby_streaming_delay = -1")
         pg2.query("SELECT pg_reload_conf()")
         wait_for(lambda: pg2.query("SHOW max_standby_streaming_delay")[0][0] == "-1", 5,
@@ -250,6 +252,13 @@ def test_replay_conflict_on_the_replica_with_the_most_wal(
     ):
         wait_for(lambda: _service_ready(st), 20, "pg1 adopted, all healthy")
         wait_for(lambda: len(writer.stats.acks) >= 10, 10, "writes on pg1")
+        if variant == "held_back_only_candidate":
+            # pg2, held back for ever, is the only candidate: the promote itself must
+            # end the reporting session that blocks its replay.
+            on = cli(config, "maintenance", "pg3", "on")
+            assert on.returncode == 0, on.stdout + on.stderr
+            wait_for(lambda: "pg3" in st.service.controller.state.maintenance, 5,
+                     "pg3 in maintenance")
         with _reporting_transaction(cluster, "pg2"):
             with psycopg.connect(pg1.dsn, autocommit=True, connect_timeout=2) as conn:
                 with conn.transaction():
