@@ -65,7 +65,9 @@ from hacontrol.model import (
     format_lsn,
 )
 from hacontrol.state import (
+    BlockReason,
     ControllerState,
+    FailoverBlock,
     FailoverInFlight,
     NodeHealth,
     Operation,
@@ -98,6 +100,34 @@ __all__ = [
 ]
 
 ROLE_CHANGE_HOOK = "on_role_change"
+# Condition kinds that mean a needed failover is held back (see FailoverBlock).
+_BLOCKING_KINDS = frozenset({
+    "failure_not_confirmed", "failover_blocked", "manual_failover_needed",
+    "quorum_not_reachable", "no_candidate", "no_primary",
+})
+# What an operator can do about each reason (the primary's name is filled in).
+_WAY_OUT = {
+    BlockReason.NOT_CONFIRMED: "if {primary} is really down (the replicas may be cut off from"
+    " it too), fail over by hand: hacontrol failover --to NODE --force",
+    BlockReason.NO_REPLICA: "make a replica reachable, or, if {primary} is really down:"
+    " hacontrol failover --to NODE --force",
+    BlockReason.PAUSED: "hacontrol resume",
+    BlockReason.MAINTENANCE: "hacontrol maintenance {primary} off, or hacontrol failover"
+    " --to NODE",
+    BlockReason.MANUAL: "hacontrol failover --to NODE",
+    BlockReason.ABANDONED_CANDIDATE: "let the abandoned candidate finish its promote, or stop"
+    " it and remove its promote.signal, then hacontrol failover --to NODE --force",
+    BlockReason.FENCE_FAILED: "fix the fence hook, or make sure {primary} is down and run"
+    " hacontrol failover --to NODE --force",
+    BlockReason.COOLDOWN: "wait for the cool-down to end, or hacontrol failover --to NODE",
+    BlockReason.WRITABLE: "rejoin or stop the other primary (hacontrol rejoin NODE)",
+    BlockReason.QUORUM_NOT_REACHABLE: "bring the missing synchronous replicas back; forcing a"
+    " failover (hacontrol failover --to NODE --force) may lose acknowledged commits",
+    BlockReason.NO_MAJORITY: "if {primary} is really down: hacontrol failover --to NODE --force",
+    BlockReason.NO_CANDIDATE: "fix a candidate (lag, maintenance, priority, health), or"
+    " hacontrol failover --to NODE --force",
+    BlockReason.NO_PRIMARY: "hacontrol failover --to NODE (--force if it is refused)",
+}
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 _MIB = 1024 * 1024
 
@@ -543,6 +573,7 @@ class _Round:
         self._ordered: list[tuple[str | None, Event]] = []
         self.conditions: dict[str, Event] = {}
         self.primary_changed = False
+        self.blocked: FailoverBlock | None = None
 
     # -- small utilities
 
@@ -575,6 +606,10 @@ class _Round:
         if key not in self.conditions:
             self._ordered.append((key, event))
         self.conditions[key] = event
+        if kind in _BLOCKING_KINDS:
+            reason = BlockReason(key.split(":", 1)[0])
+            way_out = _WAY_OUT[reason].format(primary=node or "the primary")
+            self.blocked = FailoverBlock(reason, message, way_out)
 
     def act(self, action: Action, *, operator: bool = False) -> bool:
         """Queue ``action`` unless paused (``operator``: a step of an operator's own
@@ -1724,6 +1759,7 @@ class _Round:
             # next time it is fenced.
             rejoin_tried=frozenset(self.rejoin_tried & self.fenced),
             system_identifier=self.identity,
+            failover_blocked=self.blocked,
         )
 
     def finish(self) -> Decision:

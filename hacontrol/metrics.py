@@ -9,7 +9,9 @@ Where the controller records what::
 
     after each probe of a node      metrics.probe(name, obs.latency_s, obs.reachable, kind)
     after each round, per node      metrics.node(name, role, timeline, lag_bytes, replay_lag_s,
-                                                 reachable, fenced)
+                                                 reachable, fenced, maintenance, wal_position,
+                                                 replay_position)
+    after each round                metrics.cluster(paused, blocked_reason)
     after each round, per node      metrics.breaker(name, str(breaker.state))
     after each round                metrics.loop(result.duration_s)
     when a failover completes       metrics.failover(seconds from detection to promoted)
@@ -28,8 +30,16 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
+    disable_created_metrics,
     generate_latest,
 )
+
+from hacontrol import __version__
+
+# The *_created series double every counter and histogram and say nothing an
+# operator needs (the process start time is in process metrics elsewhere).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 ROLES = ("primary", "replica", "unknown")
 BREAKER_STATES = ("closed", "half_open", "open")
@@ -104,15 +114,36 @@ class Metrics:
         self.switchovers = Counter(
             "hacontrol_switchovers_total", "Completed switchovers.", registry=r,
         )
-        self.last_failover = Gauge(
-            "hacontrol_last_failover_duration_seconds",
-            "Duration of the last failover, from detection to a writable new primary.",
+        # Created by the first failover (switchover): before it there is no duration,
+        # and a 0.0 would read as a very fast one.
+        self.last_failover: Gauge | None = None
+        self.last_switchover: Gauge | None = None
+        self.maintenance = Gauge(
+            "hacontrol_node_maintenance", "1 if the node is in maintenance.", ["node"],
             registry=r,
         )
-        self.last_switchover = Gauge(
-            "hacontrol_last_switchover_duration_seconds",
-            "Duration of the last switchover.", registry=r,
+        self.wal_position = Gauge(
+            "hacontrol_node_wal_position_bytes",
+            "The node's WAL position as a byte offset: current LSN on a primary, received"
+            " (or replayed) LSN on a replica.",
+            ["node"], registry=r,
         )
+        self.replay_position = Gauge(
+            "hacontrol_node_replay_position_bytes",
+            "A replica's replayed LSN as a byte offset.", ["node"], registry=r,
+        )
+        self.paused = Gauge(
+            "hacontrol_paused", "1 while the controller is paused (observe only).", registry=r,
+        )
+        self.failover_blocked = Gauge(
+            "hacontrol_failover_blocked",
+            "1 while a needed failover is held back, labelled with why (see /status for the"
+            " message and the way out).",
+            ["reason"], registry=r,
+        )
+        self.info = Info("hacontrol", "The controller's version.", registry=r)
+        self.info.info({"version": __version__})
+        self._blocked_reason: str | None = None
         self.loop_seconds = Histogram(
             "hacontrol_loop_duration_seconds", "Duration of one controller round.",
             buckets=LOOP_BUCKETS, registry=r,
@@ -143,6 +174,9 @@ class Metrics:
         replay_lag_s: float | None,
         reachable: bool,
         fenced: bool,
+        maintenance: bool = False,
+        wal_position: int | None = None,
+        replay_position: int | None = None,
     ) -> None:
         """What the last round saw of ``node``. None removes a series (e.g. no lag on
         a primary) rather than exporting a made-up zero."""
@@ -154,6 +188,21 @@ class Metrics:
         self._set(self.replay_lag, node, replay_lag_s)
         self.reachable.labels(node).set(1 if reachable else 0)
         self.fenced.labels(node).set(1 if fenced else 0)
+        self.maintenance.labels(node).set(1 if maintenance else 0)
+        self._set(self.wal_position, node, wal_position)
+        self._set(self.replay_position, node, replay_position)
+
+    def cluster(self, paused: bool, blocked_reason: str | None) -> None:
+        """Whether the controller is paused, and why a needed failover is held back
+        (None: none is)."""
+        self.paused.set(1 if paused else 0)
+        if self._blocked_reason is not None and self._blocked_reason != blocked_reason:
+            self._remove(self.failover_blocked, self._blocked_reason)
+        if blocked_reason is not None:
+            self.failover_blocked.labels(_label(blocked_reason, "unknown")).set(1)
+        self._blocked_reason = (
+            _label(blocked_reason, "unknown") if blocked_reason is not None else None
+        )
 
     def breaker(self, node: str, state: str) -> None:
         """The state of ``node``'s probe circuit breaker (closed, half_open, open)."""
@@ -166,11 +215,22 @@ class Metrics:
     def failover(self, duration_s: float) -> None:
         """A failover completed in ``duration_s`` seconds."""
         self.failovers.inc()
+        if self.last_failover is None:
+            self.last_failover = Gauge(
+                "hacontrol_last_failover_duration_seconds",
+                "Duration of the last failover, from detection to a writable new primary.",
+                registry=self.registry,
+            )
         self.last_failover.set(duration_s)
 
     def switchover(self, duration_s: float) -> None:
         """A switchover completed in ``duration_s`` seconds."""
         self.switchovers.inc()
+        if self.last_switchover is None:
+            self.last_switchover = Gauge(
+                "hacontrol_last_switchover_duration_seconds",
+                "Duration of the last switchover.", registry=self.registry,
+            )
         self.last_switchover.set(duration_s)
 
     def loop(self, duration_s: float) -> None:
@@ -180,7 +240,8 @@ class Metrics:
     def forget(self, node: str) -> None:
         """Drop every series of ``node`` (it left the configuration)."""
         for metric in (self.probe_seconds, self.timeline, self.lag_bytes, self.replay_lag,
-                       self.reachable, self.fenced):
+                       self.reachable, self.fenced, self.maintenance, self.wal_position,
+                       self.replay_position):
             self._remove(metric, node)
         for role in ROLES:
             self._remove(self.role, node, role)

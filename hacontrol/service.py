@@ -305,9 +305,16 @@ class Service:
                           None if obs.reachable else error_kind(obs.error))
         snap = self.controller.snapshot()
         for row in snap["nodes"]:
+            found = result.view.get(row["name"])
+            seen = found if found is not None and found.reachable else None
             metrics.node(row["name"], row["role"], row["timeline"], row["lag_bytes"],
                          row["replay_lag_s"] if row["role"] == str(Role.REPLICA) else None,
-                         row["reachable"], row["fenced"])
+                         row["reachable"], row["fenced"], row["maintenance"],
+                         seen.wal_position if seen else None,
+                         seen.replay_lsn if seen and seen.role is Role.REPLICA else None)
+        blocked = self.controller.state.failover_blocked
+        metrics.cluster(self.controller.state.paused,
+                        str(blocked.reason) if blocked is not None else None)
         for name, breaker in self.controller.breakers.items():
             metrics.breaker(name, breaker.state.value)
         metrics.loop(result.duration_s)

@@ -125,6 +125,34 @@ class FailoverInFlight:
         return self.kind in (Operation.MANUAL_FAILOVER, Operation.SWITCHOVER)
 
 
+class BlockReason(StrEnum):
+    """Why the primary is down (or unknown) and no failover runs."""
+
+    NOT_CONFIRMED = "not_confirmed"  # replicas still hear the primary
+    NO_REPLICA = "no_replica"  # no reachable replica to confirm
+    PAUSED = "paused"
+    MAINTENANCE = "maintenance"
+    MANUAL = "manual"
+    ABANDONED_CANDIDATE = "abandoned_candidate"
+    FENCE_FAILED = "fence_failed"
+    COOLDOWN = "cooldown"
+    WRITABLE = "writable"
+    QUORUM_NOT_REACHABLE = "quorum_not_reachable"
+    NO_MAJORITY = "no_majority"
+    NO_CANDIDATE = "no_candidate"
+    NO_PRIMARY = "no_primary"
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverBlock:
+    """A failover that is needed but held back this round: why, and what an operator
+    can do about it (status, API, CLI and metrics show it)."""
+
+    reason: BlockReason
+    message: str
+    way_out: str
+
+
 @dataclass(frozen=True, slots=True)
 class ControllerState:
     """Everything ``decide`` knows besides the current view. Treat as immutable."""
@@ -163,6 +191,9 @@ class ControllerState:
     # The cluster's system identifier, learnt from a majority of the nodes (or the
     # journal, or pinned): a node reporting another one is foreign, never acted on.
     system_identifier: int | None = None
+    # The failover held back in the last round, if one is (None: none needed, or one
+    # runs).
+    failover_blocked: FailoverBlock | None = None
 
     def health(self, node: str) -> NodeHealth:
         """The probe history of ``node`` (empty if never probed)."""

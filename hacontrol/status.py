@@ -40,18 +40,26 @@ def node_row(
     breaker: str | None = None,
 ) -> dict[str, Any]:
     """A JSON-friendly description of one node."""
-    receiver = obs.wal_receiver if obs else None
+    seen = obs if obs is not None and obs.reachable else None
+    receiver = seen.wal_receiver if seen else None
     lag_bytes: int | None = None
-    replay_lag = obs.replay_lag_s if obs else None
+    replay_lag = seen.replay_lag_s if seen else None
+    # A replica that does not stream reports the timeline of its last checkpoint,
+    # which is stale after a failover: unknown until it streams again.
+    streaming = receiver is not None and receiver.status == "streaming"
+    timeline = (
+        seen.timeline if seen and (seen.role is Role.PRIMARY or streaming) else None
+    )
     return {
         "name": spec.name,
         "dsn": redact_dsn(spec.dsn),
         "priority": spec.priority,
         "reachable": bool(obs and obs.reachable),
-        "role": str(obs.role) if obs else "unknown",
-        "timeline": obs.timeline if obs else None,
-        "lsn": format_lsn(obs.wal_position) if obs else "-",
-        "replay_lsn": format_lsn(obs.replay_lsn) if obs else "-",
+        "role": str(seen.role) if seen else "unknown",
+        "timeline": timeline,
+        "lsn": _lsn(seen.wal_position) if seen else None,
+        "replay_lsn": _lsn(seen.replay_lsn) if seen else None,
+        "unreplayed_bytes": seen.unreplayed_bytes if seen else None,
         "lag_bytes": lag_bytes,
         "replay_lag_s": round(replay_lag, 3) if replay_lag is not None else None,
         "upstream": (
@@ -59,7 +67,7 @@ def node_row(
             else None
         ),
         "receiver_status": receiver.status if receiver else None,
-        "read_only": obs.read_only if obs else None,
+        "read_only": seen.read_only if seen else None,
         "health": node_health(obs, primary, fenced),
         "fenced": spec.name in fenced,
         "maintenance": spec.name in maintenance,
@@ -67,6 +75,11 @@ def node_row(
         "error": redact_text(obs.error) if obs and obs.error else None,
         "probe_ms": round(obs.latency_s * 1000, 1) if obs and obs.latency_s is not None else None,
     }
+
+
+def _lsn(lsn: int | None) -> str | None:
+    """PostgreSQL's LSN text, or None (JSON null) when unknown."""
+    return None if lsn is None else format_lsn(lsn)
 
 
 def view_rows(
@@ -125,11 +138,19 @@ def snapshot(controller: Controller) -> dict[str, Any]:
     state = controller.state
     breakers = {name: b.state.value for name, b in controller.breakers.items()}
     view = controller.view or ClusterView(at=0.0)
+    blocked = state.failover_blocked
     return {
         "primary": state.primary,
         "mode": str(controller.settings.mode),
         "paused": state.paused,
+        "maintenance": sorted(state.maintenance),
         "failover_in_flight": state.in_flight.candidate if state.in_flight else None,
+        "failover_blocked": (
+            {"reason": str(blocked.reason), "message": blocked.message,
+             "way_out": blocked.way_out}
+            if blocked is not None else None
+        ),
+        "system_identifier": state.system_identifier,
         "nodes": view_rows(
             controller.specs, view, primary=state.primary, fenced=state.fenced,
             maintenance=state.maintenance, breakers=breakers,

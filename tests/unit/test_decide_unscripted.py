@@ -10,7 +10,9 @@ from hacontrol.actions import (
     CancelPromote,
     ManualFailover,
     OutcomeStatus,
+    Pause,
     Promote,
+    SetMaintenance,
     Unfence,
 )
 from hacontrol.decide import learn_identity, rank_candidates
@@ -79,7 +81,7 @@ def test_a_newcomer_in_maintenance_or_with_an_unreadable_history_is_not_adopted(
         sim = Sim()
         sim.warm()
         if why == "in maintenance":
-            sim.request(__import__("hacontrol.actions").actions.SetMaintenance("pg3", True))
+            sim.request(SetMaintenance("pg3", True))
         d = sim.step(1.0, primary("pg1", 1.0), replica("pg2", 1.0), newcomer)
         assert sim.state.primary == "pg1", why
         assert [f.node for f in fences(d)] == ["pg3"], why
@@ -290,3 +292,28 @@ def test_a_pinned_identity_makes_every_other_cluster_foreign() -> None:
         assert d.actions == ()
     assert sim.state.primary is None
     assert len([e for e in sim.all_events() if e.kind == "foreign_node"]) == 3
+
+
+# --------------------------------------------------------------------------- visibility
+
+
+def test_a_failover_held_back_says_why_and_the_way_out_and_clears_when_it_runs() -> None:
+    sim = Sim(settings=replace(SETTINGS, cooldown_s=300.0))
+    sim.state = replace(sim.state, last_failover_at=0.0)
+    at = sim.warm()
+    assert sim.state.failover_blocked is None
+    for i in range(5):
+        crashed(sim, at + 0.2 * (i + 1))
+    blocked = sim.state.failover_blocked
+    assert blocked is not None and blocked.reason == "cooldown"
+    assert "cool-down" in blocked.message and "hacontrol failover --to" in blocked.way_out
+    sim.request(ManualFailover("pg2"))
+    crashed(sim, at + 2.0)
+    assert sim.state.failover_blocked is None  # a failover runs: nothing held back
+    paused = Sim()
+    paused.warm()
+    paused.request(Pause())
+    for i in range(5):
+        crashed(paused, 1.0 + 0.2 * i)
+    assert paused.state.failover_blocked is not None
+    assert paused.state.failover_blocked.way_out == "hacontrol resume"

@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from hacontrol import __version__
 from hacontrol.metrics import Metrics
 
 
@@ -114,3 +115,36 @@ def test_own_registry_every_name_prefixed_and_content_type() -> None:
     names = {family.name for family in text_string_to_metric_families(a.render().decode())}
     assert names and all(name.startswith("hacontrol_") for name in names)
     assert Metrics.content_type.startswith("text/plain")
+
+
+def test_no_created_series_and_no_failover_duration_before_a_failover() -> None:
+    m = Metrics()
+    m.probe("pg1", 0.001, ok=True)
+    text = m.render().decode()
+    assert "_created" not in text
+    assert "hacontrol_last_failover_duration_seconds" not in text
+    assert "hacontrol_last_switchover_duration_seconds" not in text
+    m.failover(0.8)
+    assert value(m, "hacontrol_last_failover_duration_seconds") == 0.8
+    assert value(m, "hacontrol_info", version=__version__) == 1
+
+
+def test_paused_maintenance_positions_and_a_blocked_failover_with_its_reason() -> None:
+    m = Metrics()
+    m.node("pg2", "replica", 1, 0, 0.1, True, False, True, 0x3000060, 0x3000000)
+    assert value(m, "hacontrol_node_maintenance", node="pg2") == 1
+    assert value(m, "hacontrol_node_wal_position_bytes", node="pg2") == 0x3000060
+    assert value(m, "hacontrol_node_replay_position_bytes", node="pg2") == 0x3000000
+    m.cluster(False, None)
+    assert value(m, "hacontrol_paused") == 0
+    assert not [k for k in samples(m) if k[0] == "hacontrol_failover_blocked"]
+    m.cluster(True, "paused")
+    assert value(m, "hacontrol_paused") == 1
+    assert value(m, "hacontrol_failover_blocked", reason="paused") == 1
+    m.cluster(False, "cooldown")
+    assert value(m, "hacontrol_failover_blocked", reason="paused") is None
+    assert value(m, "hacontrol_failover_blocked", reason="cooldown") == 1
+    m.cluster(False, None)
+    assert not [k for k in samples(m) if k[0] == "hacontrol_failover_blocked"]
+    m.forget("pg2")
+    assert value(m, "hacontrol_node_wal_position_bytes", node="pg2") is None
