@@ -65,6 +65,9 @@ from hacontrol.model import (
     format_lsn,
 )
 from hacontrol.state import (
+    REJOIN_ATTEMPTS,
+    REJOIN_BACKOFF_S,
+    REJOIN_MAX_WAIT_S,
     BlockReason,
     ControllerState,
     FailoverBlock,
@@ -1657,17 +1660,21 @@ class _Round:
                 or name in self.old.maintenance
                 or name in self.rejoining
                 or name in self.rejoin_tried
+                or (retry_at := self.nodes[name].rejoin_retry_at) is not None
+                and self.at < retry_at
             ):
                 continue
             reason = (
                 f"{name} is fenced (needs rejoin) and its driver can rejoin it: rejoining it"
                 f" as a replica of {primary} automatically"
             )
+            attempt = self.nodes[name].rejoin_failures + 1
+            if attempt > 1:
+                reason += f" (attempt {attempt} of {REJOIN_ATTEMPTS})"
             if self.act(Rejoin(name, primary, reason, automatic=True)):
                 self.rejoining.add(name)
-                self.rejoin_tried.add(name)
                 self.emit("rejoin_scheduled", name, reason, Severity.WARNING, primary=primary,
-                          automatic=True)
+                          automatic=True, attempt=attempt)
 
     def manage_sync(self) -> None:
         """Quorum mode: keep the primary's synchronous set on the fit replicas, with an
@@ -1738,11 +1745,17 @@ class _Round:
             self.sync_pending = requested(self.sync_pending, wanted)
 
     def current_state(self) -> ControllerState:
+        # A node out of the fenced set starts afresh the next time it is fenced.
+        nodes = {
+            name: health if name in self.fenced or not health.rejoin_failures
+            else replace(health, rejoin_failures=0, rejoin_retry_at=None)
+            for name, health in self.nodes.items()
+        }
         return ControllerState(
             primary=self.primary,
             primary_timeline=self.primary_timeline,
             primary_lsn=self.primary_lsn,
-            nodes=dict(self.nodes),
+            nodes=nodes,
             paused=self.old.paused,
             maintenance=self.old.maintenance,
             fenced=frozenset(self.fenced),
@@ -2381,7 +2394,7 @@ def apply_outcome(
     if isinstance(action, Switchover):
         return _switchover_outcome(state, outcome, at, settings or DecisionSettings())
     if isinstance(action, Rejoin):
-        return _rejoin_outcome(state, outcome)
+        return _rejoin_outcome(state, outcome, at)
     if isinstance(action, CancelPromote):
         return _cancel_promote_outcome(state, outcome)
     if outcome.status is OutcomeStatus.SUCCEEDED:
@@ -2549,9 +2562,11 @@ def _rejoin_request(
     return Decision(replace(state, rejoining=state.rejoining | {node}), (action,), (event,))
 
 
-def _rejoin_outcome(state: ControllerState, outcome: ActionOutcome) -> Decision:
+def _rejoin_outcome(state: ControllerState, outcome: ActionOutcome, at: float) -> Decision:
     """SUCCEEDED: the node streams from the primary, its fence is lifted. Otherwise it
-    stays fenced (the procedure left it stopped) until an operator acts."""
+    stays fenced (the procedure left it stopped); an automatic rejoin is tried again
+    after a back-off (a killed postmaster may not be gone yet), at most
+    REJOIN_ATTEMPTS times in a row, then it waits for an operator."""
     action = outcome.action
     assert isinstance(action, Rejoin)
     node = action.node
@@ -2578,13 +2593,31 @@ def _rejoin_outcome(state: ControllerState, outcome: ActionOutcome) -> Decision:
         text = f"rejoin of {node} failed: {text}"
     if "fenced" not in text:
         text += "; it stays fenced" if node in state.fenced else "; it is not in service"
+    health = state.health(node)
+    failures = health.rejoin_failures + 1
+    if action.automatic and node in state.fenced and failures < REJOIN_ATTEMPTS:
+        wait = min(REJOIN_BACKOFF_S * 2 ** (failures - 1), REJOIN_MAX_WAIT_S)
+        nodes = {**state.nodes, node: replace(health, rejoin_failures=failures,
+                                              rejoin_retry_at=at + wait)}
+        event = Event(
+            "rejoin_failed", node,
+            f"{text}; attempt {failures} of {REJOIN_ATTEMPTS}, trying again in {wait:g} s",
+            {**details, "attempt": failures, "retry_in_s": wait},
+            Severity.WARNING,
+        )
+        return Decision(replace(state, rejoining=rejoining, nodes=nodes), (), (event,))
+    tried = state.rejoin_tried | ({node} if action.automatic and node in state.fenced else set())
+    if action.automatic:
+        text += f" (automatic attempt {failures} of {REJOIN_ATTEMPTS}: no more)"
     event = Event(
         "rejoin_failed", node,
         f"{text} — fix the cause, then 'hacontrol rejoin {node}'",
-        details,
+        {**details, "attempt": failures},
         Severity.CRITICAL,
     )
-    return Decision(replace(state, rejoining=rejoining), (), (event,))
+    nodes = {**state.nodes, node: replace(health, rejoin_failures=failures, rejoin_retry_at=None)}
+    return Decision(replace(state, rejoining=rejoining, rejoin_tried=tried, nodes=nodes), (),
+                    (event,))
 
 
 def _sync_not_applied(

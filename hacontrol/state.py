@@ -15,6 +15,13 @@ from enum import StrEnum
 from hacontrol.model import NodeSpec
 
 
+# Automatic rejoins of one fenced node: at most this many in a row, the first retry
+# after REJOIN_BACKOFF_S, each further one after twice the wait (at most REJOIN_MAX_WAIT_S).
+REJOIN_ATTEMPTS = 5
+REJOIN_BACKOFF_S = 5.0
+REJOIN_MAX_WAIT_S = 120.0
+
+
 @dataclass(frozen=True, slots=True)
 class NodeHealth:
     """Probe history of one node, as far as the rules need it."""
@@ -45,6 +52,11 @@ class NodeHealth:
     # writable-primary rules handle it) or stopped by its driver with the request
     # discarded.
     maybe_promoted: bool = False
+    # Failed automatic rejoins of this fenced node in a row, and when the next one may
+    # start (each failure doubles the wait; after REJOIN_ATTEMPTS it is left to an
+    # operator).
+    rejoin_failures: int = 0
+    rejoin_retry_at: float | None = None
     # When the fence of this (unreachable, failed) primary before a promote failed;
     # the failover away from it is retried after candidate_backoff_s.
     fence_failed_at: float | None = None
@@ -184,9 +196,8 @@ class ControllerState:
     sync_requested_at: float | None = None
     # Nodes a Rejoin was sent for and whose outcome is not in yet (one per node).
     rejoining: frozenset[str] = frozenset()
-    # Fenced nodes the controller already tried to rejoin by itself: never again
-    # automatically until they leave the fenced set (a failed rejoin waits for
-    # an operator).
+    # Fenced nodes the controller gave up rejoining by itself (REJOIN_ATTEMPTS failed
+    # in a row): never again automatically until they leave the fenced set.
     rejoin_tried: frozenset[str] = frozenset()
     # The cluster's system identifier, learnt from a majority of the nodes (or the
     # journal, or pinned): a node reporting another one is foreign, never acted on.

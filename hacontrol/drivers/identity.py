@@ -98,6 +98,11 @@ def postmaster_alive(pidfile: Path) -> bool:
         pid = int(pidfile.read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return pidfile.exists()
+    return process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` is a live process, not a zombie; True when it cannot be told."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:

@@ -47,6 +47,7 @@ from hacontrol.drivers.identity import (
     directory_state,
     identifier_problem,
     port_problem,
+    process_alive,
     state_problem,
 )
 from hacontrol.drivers.identity import postmaster_alive as _postmaster_alive
@@ -287,6 +288,15 @@ class LocalDriver(NodeDriver):
     # -- steps
 
     async def status(self) -> DriverResult:
+        # One notion of "stopped" for every step: no lock file, or one whose postmaster
+        # is gone or a zombie (a SIGKILLed postmaster nobody reaped yet, which pg_ctl
+        # status still counts as running).
+        pidfile = self.data_dir / "postmaster.pid"
+        if not pidfile.exists() or not _postmaster_alive(pidfile):
+            detail = "stopped" if not pidfile.exists() else (
+                "stopped (the postmaster in postmaster.pid is gone or a zombie)"
+            )
+            return DriverResult("status", True, detail, running=False)
         result = await self._pg(Step.STATUS, "pg_ctl", "status", "-D", str(self.data_dir))
         if result.returncode == 0:
             return DriverResult("status", True, "running", result.output, result.duration_s,
@@ -295,6 +305,26 @@ class LocalDriver(NodeDriver):
             return DriverResult("status", True, "stopped", result.output, result.duration_s,
                                 running=False, returncode=result.returncode)
         return result
+
+    def _clear_stale_lock(self) -> DriverResult | None:
+        """Remove the lock file of a postmaster that is a zombie (the server refuses to
+        start while its PID exists), unless a process still works in the directory (an
+        orphaned backend); None when the start may go on."""
+        pidfile = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+        if not Path(f"/proc/{pid}").exists():
+            return None  # gone: the server removes a stale lock file itself
+        users = _processes_in(self.data_dir, exclude=pid)
+        if users:
+            return DriverResult("start", False, f"not started: the postmaster {pid} is a zombie"
+                                f" but process(es) {', '.join(map(str, users))} still work in"
+                                f" {self.data_dir}; wait for them to exit")
+        with contextlib.suppress(FileNotFoundError):
+            pidfile.unlink()
+        return None
 
     async def stop(self, mode: str = "fast") -> DriverResult:
         if mode not in STOP_MODES:
@@ -332,6 +362,9 @@ class LocalDriver(NodeDriver):
             return proof
         if state.running:
             return DriverResult("start", True, "already running", duration_s=state.duration_s)
+        cleared = self._clear_stale_lock()
+        if cleared is not None:
+            return cleared
         started = time.monotonic()
         try:
             owner = self.owner()
@@ -563,6 +596,24 @@ class LocalDriver(NodeDriver):
             return parse_lsn(fields.get("Latest checkpoint location"))
         except ValueError:
             return None
+
+
+def _processes_in(directory: Path, *, exclude: int) -> list[int]:
+    """Live processes whose working directory is ``directory`` (PostgreSQL's server
+    processes all work in their data directory)."""
+    found: list[int] = []
+    target = directory.resolve()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == exclude:
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")).resolve() == target and (
+                process_alive(int(entry.name))
+            ):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def _write_file(path: Path, content: bytes, owner: Owner | None) -> None:

@@ -22,6 +22,7 @@ from hacontrol.actions import (
     SwitchoverRequest,
 )
 from hacontrol.model import DecisionSettings, Observation
+from hacontrol.state import REJOIN_ATTEMPTS
 from tests.unit.test_decide_support import (
     SETTINGS,
     Sim,
@@ -69,14 +70,14 @@ def failed_over(settings: DecisionSettings = AUTO) -> Sim:
     return sim
 
 
-def test_automatic_rejoin_once_per_fence() -> None:
+def test_one_automatic_rejoin_at_a_time() -> None:
     sim = failed_over()
     d = after_failover(sim, 3.0)
     (r,) = rejoins(d)
     assert (r.node, r.primary, r.automatic) == ("pg1", "pg2", True)
     assert "driver can rejoin it" in r.reason
     assert kinds(d.events) == ["rejoin_scheduled"]
-    assert sim.state.rejoining == {"pg1"} and sim.state.rejoin_tried == {"pg1"}
+    assert sim.state.rejoining == {"pg1"} and sim.state.rejoin_tried == frozenset()
     # Running: never a second one.
     assert rejoins(after_failover(sim, 3.2)) == []
     done = sim.report(ActionOutcome(r, OutcomeStatus.SUCCEEDED, "streams after rewind"), 4.0)
@@ -87,16 +88,33 @@ def test_automatic_rejoin_once_per_fence() -> None:
     assert rejoins(after_failover(sim, 4.2, streaming)) == []
 
 
-def test_a_failed_automatic_rejoin_is_not_retried_until_fenced_anew() -> None:
+def test_a_failed_automatic_rejoin_is_retried_with_back_off_then_left_to_an_operator() -> None:
     sim = failed_over()
-    (r,) = rejoins(after_failover(sim, 3.0))
-    d = sim.report(ActionOutcome(r, OutcomeStatus.FAILED, "pg_rewind failed"), 4.0)
-    (event,) = d.events
-    assert event.kind == "rejoin_failed" and "stays fenced" in event.message
-    assert "hacontrol rejoin pg1" in event.message
-    assert sim.state.fenced == {"pg1"} and sim.state.rejoining == frozenset()
+    t = 3.0
+    (r,) = rejoins(after_failover(sim, t))
+    waits = []
+    for attempt in range(1, REJOIN_ATTEMPTS + 1):
+        t += 1.0
+        d = sim.report(ActionOutcome(r, OutcomeStatus.FAILED, "not rewinding: running"), t)
+        (event,) = d.events
+        assert event.kind == "rejoin_failed" and event.details["attempt"] == attempt
+        assert sim.state.fenced == {"pg1"} and sim.state.rejoining == frozenset()
+        if attempt == REJOIN_ATTEMPTS:
+            assert event.severity == "critical" and "hacontrol rejoin pg1" in event.message
+            break
+        assert event.severity == "warning" and "trying again in" in event.message
+        wait = event.details["retry_in_s"]
+        waits.append(wait)
+        # Not before the back-off has passed ...
+        assert rejoins(after_failover(sim, t + wait - 0.1)) == []
+        # ... then once more, saying which attempt it is.
+        t += wait
+        (r,) = rejoins(after_failover(sim, t))
+        assert f"attempt {attempt + 1} of {REJOIN_ATTEMPTS}" in r.reason
+    assert waits == [5.0, 10.0, 20.0, 40.0]
+    assert sim.state.rejoin_tried == {"pg1"}
     for i in range(10):
-        assert rejoins(after_failover(sim, 5.0 + i)) == []
+        assert rejoins(after_failover(sim, t + 200.0 + i)) == []
     # An operator may ask again at any time.
     again = sim.request(RejoinRequest("pg1"))
     assert [a.node for a in rejoins(again)] == ["pg1"] and not rejoins(again)[0].automatic

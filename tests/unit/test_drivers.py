@@ -276,7 +276,11 @@ async def test_local_standby_config_writes_signal_and_conninfo(tmp_path: Path) -
 
 
 async def test_local_driver_reports_missing_binaries_instead_of_raising(tmp_path: Path) -> None:
-    driver = LocalDriver("pg1", tmp_path / "main", bindir=tmp_path / "nobin",
+    data = tmp_path / "main"
+    data.mkdir()
+    # A live PID in the lock file: only pg_ctl can tell more.
+    (data / "postmaster.pid").write_text(f"{os.getpid()}\n{data}\n")
+    driver = LocalDriver("pg1", data, bindir=tmp_path / "nobin",
                          os_user=None if os.geteuid() != 0 else "postgres")
     result = await driver.status()
     assert not result.ok and result.running is None
@@ -784,3 +788,55 @@ async def test_a_refused_rewind_is_not_followed_by_a_base_backup(
     assert result.detail == ("rejoin of pg1 abandoned: refused to rewind pg1: /data/pg2 is not "
                              "pg1's data directory")
     assert driver.calls == ["status", "rewind"]
+
+
+def _zombie() -> subprocess.Popen[bytes]:
+    """A child process that exited and was not reaped yet (as a SIGKILLed postmaster
+    whose parent does not wait for it)."""
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        if state == "Z":
+            return child
+        time.sleep(0.01)
+    raise AssertionError("the child did not become a zombie")
+
+
+async def test_a_zombie_postmaster_counts_as_stopped_and_its_lock_file_is_cleared(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "main"
+    data.mkdir()
+    child = _zombie()
+    try:
+        (data / "postmaster.pid").write_text(f"{child.pid}\n{data}\n")
+        driver = LocalDriver("pg1", data, bindir=tmp_path / "nobin",
+                             os_user=None if os.geteuid() != 0 else "postgres")
+        state = await driver.status()
+        assert state.ok and state.running is False and "zombie" in state.detail
+        # The server would refuse to start while the zombie's PID exists.
+        assert driver._clear_stale_lock() is None
+        assert not (data / "postmaster.pid").exists()
+    finally:
+        child.wait(5)
+
+
+def test_a_zombie_lock_file_stays_while_a_process_still_works_in_the_directory(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "main"
+    data.mkdir()
+    child = _zombie()
+    orphan = subprocess.Popen(["sleep", "30"], cwd=data)
+    try:
+        (data / "postmaster.pid").write_text(f"{child.pid}\n{data}\n")
+        driver = LocalDriver("pg1", data, bindir=tmp_path / "nobin",
+                             os_user=None if os.geteuid() != 0 else "postgres")
+        refused = driver._clear_stale_lock()
+        assert refused is not None and not refused.ok and str(orphan.pid) in refused.detail
+        assert (data / "postmaster.pid").exists()
+    finally:
+        orphan.kill()
+        orphan.wait(5)
+        child.wait(5)
