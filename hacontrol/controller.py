@@ -299,15 +299,18 @@ class Controller:
                 " own journal path (or move the old journal away)"
             )
 
-    async def reload(self, config: Config) -> list[str]:
-        """Switch to a new configuration between rounds; returns what changed.
+    async def reload(
+        self, config: Config, *, settings_changed: list[str] | None = None
+    ) -> list[str]:
+        """Switch to a new configuration between rounds; returns what changed (the
+        nodes, and ``settings_changed``: the other keys the caller found changed).
 
         The decision state carries over (known primary, fences, flags, health);
         nodes that were removed are forgotten, new nodes start unprobed, and a
         node whose DSN changed gets a fresh probe connection.
         """
         async with self._turn:
-            changes: list[str] = []
+            changes: list[str] = list(settings_changed or ())
             old_specs = self.by_name
             new_specs = {spec.name: spec for spec in config.node_specs()}
             for name in sorted(set(old_specs) - set(new_specs)):

@@ -1660,8 +1660,8 @@ class _Round:
                 or name in self.old.maintenance
                 or name in self.rejoining
                 or name in self.rejoin_tried
-                or (retry_at := self.nodes[name].rejoin_retry_at) is not None
-                and self.at < retry_at
+                or ((retry_at := self.nodes[name].rejoin_retry_at) is not None
+                and self.at < retry_at)
             ):
                 continue
             reason = (

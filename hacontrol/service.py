@@ -58,7 +58,7 @@ from hacontrol.actions import (
     Unfence,
 )
 from hacontrol.api import SubmitResult, bound_address, start_api
-from hacontrol.config import Config, ConfigError, load_config
+from hacontrol.config import Config, ConfigError, config_warnings, load_config
 from hacontrol.controller import BACKGROUND, Controller, ForeignJournalError, RoundResult
 from hacontrol.journal import Journal
 from hacontrol.metrics import Metrics
@@ -145,6 +145,38 @@ class NotifyingController(Controller):
             return await super().execute(action)
 
 
+def _restart_keys(config: Config) -> dict[str, str]:
+    """The settings a reload cannot change (the API's socket, the journal file)."""
+    return {
+        "api.listen": config.api.listen,
+        "api.enabled": str(config.api.enabled),
+        "journal": str(config.journal),
+    }
+
+
+def _log_warnings(config: Config, when: str) -> None:
+    """check-config's warnings, in the log too: under systemd nobody reads a terminal."""
+    for line in config_warnings(config):
+        log.warning("config_warning", when=when, message=line)
+
+
+def config_changes(old: Config, new: Config) -> list[str]:
+    """The changed settings outside ``[[nodes]]`` (the controller reports those), as
+    key paths only: a value may be a secret."""
+    before = _flatten(old.model_dump(mode="json", exclude={"nodes"}))
+    after = _flatten(new.model_dump(mode="json", exclude={"nodes"}))
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): data}
+
+
 def request_for(kind: str, params: dict[str, Any]) -> Request:
     """The controller request for a validated API command."""
     if kind == "pause":
@@ -226,6 +258,9 @@ class Service:
         self._force: asyncio.Event | None = None
         self._reloads: set[asyncio.Task[bool]] = set()
         self._stopping = False
+        # What only a restart changes, as this process started with it.
+        self._in_effect = _restart_keys(config)
+        _log_warnings(config, "start")
 
     # -- ApiBackend
 
@@ -385,16 +420,15 @@ class Service:
                 )
                 return False
             old = self.config
-            for what, before, after in (
-                ("api.listen", old.api.listen, new.api.listen),
-                ("api.enabled", old.api.enabled, new.api.enabled),
-                ("journal", str(old.journal), str(new.journal)),
-            ):
-                if before != after:
+            # Compared with what is in effect, not with the previous file: putting a
+            # value back to the one in use needs no restart.
+            for what, value in _restart_keys(new).items():
+                if value != self._in_effect[what]:
                     log.warning("config_change_needs_restart", key=what,
                                 message=f"{what} changed; it takes effect after a restart")
             removed = {s.name for s in old.node_specs()} - {s.name for s in new.node_specs()}
-            await self.controller.reload(new)
+            await self.controller.reload(new, settings_changed=config_changes(old, new))
+            _log_warnings(new, "reload")
             self.config = new
             for name in removed:
                 self.prometheus.forget(name)

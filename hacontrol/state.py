@@ -14,7 +14,6 @@ from enum import StrEnum
 
 from hacontrol.model import NodeSpec
 
-
 # Automatic rejoins of one fenced node: at most this many in a row, the first retry
 # after REJOIN_BACKOFF_S, each further one after twice the wait (at most REJOIN_MAX_WAIT_S).
 REJOIN_ATTEMPTS = 5

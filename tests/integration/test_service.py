@@ -129,14 +129,39 @@ def test_sighup_reloads_a_valid_file_and_keeps_running_on_an_invalid_one(
         config, tmp_path, NOTIFY_SOCKET=str(tmp_path / "notify.sock")
     ) as proc:
         receive_until(sock, "READY=1", 30)
-        good = config.read_text().replace("probe_interval = 0.2", "probe_interval = 0.25")
+        original = config.read_text()
+        # check-config's warnings are in the log from the start (no fence hook here).
+        started = [e for e in log_events(tmp_path) if e.get("event") == "config_warning"]
+        assert started and all(e["when"] == "start" for e in started)
+        assert any("fence" in e["message"] for e in started)
+        listen = original.split('listen = "', 1)[1].split('"', 1)[0]
+        host, port = listen.rsplit(":", 1)
+        good = original.replace("probe_interval = 0.2", "probe_interval = 0.25")
         good = good.replace('name = "pg3"', 'name = "pg3"\npriority = 0')
+        good = 'mode = "semi-automatic"\n' + good.replace(listen, f"{host}:{int(port) + 1}")
         config.write_text(good)
         proc.send_signal(signal.SIGHUP)
         messages = receive_until(sock, "READY=1", 10)
         assert any(m.get("RELOADING") == "1" and "MONOTONIC_USEC" in m for m in messages)
         reloaded = [r for r in journal.read() if r["kind"] == "config_reloaded"]
-        assert reloaded and reloaded[-1]["changes"] == ["node pg3 changed"]
+        assert reloaded and reloaded[-1]["changes"] == [
+            "api.listen", "mode", "timing.probe_interval", "node pg3 changed"
+        ]
+        restart = [e for e in log_events(tmp_path)
+                   if e.get("event") == "config_change_needs_restart"]
+        assert [e["key"] for e in restart] == ["api.listen"]
+        assert [e for e in log_events(tmp_path)
+                if e.get("event") == "config_warning" and e["when"] == "reload"]
+        # Back to the address in use: nothing needs a restart.
+        good = good.replace(f"{host}:{int(port) + 1}", listen)
+        config.write_text(good)
+        proc.send_signal(signal.SIGHUP)
+        receive_until(sock, "READY=1", 10)
+        reloaded = [r for r in journal.read() if r["kind"] == "config_reloaded"]
+        assert len(reloaded) == 2 and reloaded[-1]["changes"] == ["api.listen"]
+        restart = [e for e in log_events(tmp_path)
+                   if e.get("event") == "config_change_needs_restart"]
+        assert len(restart) == 1
 
         config.write_text(good.replace("probe_interval = 0.25", "probe_interval = -1"))
         proc.send_signal(signal.SIGHUP)
@@ -146,7 +171,7 @@ def test_sighup_reloads_a_valid_file_and_keeps_running_on_an_invalid_one(
         failed = [e for e in log_events(tmp_path) if e.get("event") == "config_reload_failed"]
         assert len(failed) == 1
         assert "timing.probe_interval" in str(failed[0]["problems"])
-        assert len([r for r in journal.read() if r["kind"] == "config_reloaded"]) == 1
+        assert len([r for r in journal.read() if r["kind"] == "config_reloaded"]) == 2
         code, _ = stop(proc)
         assert code == 0
 
