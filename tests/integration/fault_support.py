@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from hacontrol.journal import Journal
 from hacontrol.testing import LocalCluster
 from hacontrol.testing.local_cluster import Node, free_port
 from hacontrol.testing.workload import CREATE_SQL, TABLE
+from tests.integration.support import wait_until
 
 TOKEN = "unscripted-faults-token-0123456789"
 
@@ -227,16 +228,8 @@ def critical_about(recs: Sequence[dict[str, Any]], node: str) -> list[dict[str, 
     return [r for r in recs if r.get("severity") == "critical" and names_node(r, node)]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    """Poll ``predicate`` until truthy (its value); TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(step)
+# One polling helper for every integration test.
+wait_for = wait_until
 
 
 # -- SQL checks ------------------------------------------------------------------------
