@@ -10,10 +10,15 @@ Every number is finite and bounded (:func:`_bounded`): ``inf``, ``nan`` or a
 typo such as ``3e6`` seconds would otherwise pass and leave the running
 controller blind or stuck (a probe that may take a month sees every node
 unreachable). Rules between keys that the controller's timing really depends on
-are in :func:`_cross_field_problems`. What can only be checked on the
-controller's host (the local drivers' data directories) is checked by
+are in :func:`_cross_field_problems`, which also resolves every node's DSN as
+libpq would (service file, ``PG*`` variables of the environment it is loaded
+from) and refuses the libpq parameters the controller's connections cannot
+honour (:mod:`hacontrol.pgconn`). What can only be checked on the controller's
+host (the local drivers' data directories, the journal's path) is checked by
 :func:`check_config` (``hacontrol check-config``) through
-:func:`data_dir_findings`.
+:func:`data_dir_findings` and :func:`journal_problem`. :func:`config_warnings`
+lists what is allowed but probably unintended, misspelt ``HACONTROL_*``
+variables included.
 
 Adding a section (say ``[api]``): define a :class:`Section` subclass with
 defaulted fields, add it to :class:`Config` with a default instance, and
@@ -23,22 +28,24 @@ overrides, unknown-key errors and the allowed-keys lists follow by themselves.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -70,6 +77,7 @@ from hacontrol.drivers.identity import (
     identifier_problem,
 )
 from hacontrol.model import DecisionSettings, FailoverMode, NodeSpec
+from hacontrol.pgconn import DsnError, Resolved, resolve
 from hacontrol.redact import dsn_password, redact_dsn, redact_text
 
 ENV_PREFIX = "HACONTROL_"
@@ -111,6 +119,21 @@ def _bounded(
     return Field(default=default, gt=gt, ge=ge, le=le, allow_inf_nan=False)
 
 
+def _service_address(dsn: str) -> str | None:
+    """``host=... port=...`` of a DSN that names a service (None otherwise, or when it
+    cannot be resolved: then the DSN is refused elsewhere)."""
+    try:
+        resolved = resolve(dsn)
+    except DsnError:
+        return None
+    if resolved.service is None:
+        return None
+    host, port = resolved.address()
+    if port is None:
+        return None
+    return make_conninfo(host=host, port=str(port))
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; ``problems`` has one line per problem."""
 
@@ -120,11 +143,26 @@ class ConfigError(Exception):
 
 
 class _CrossFieldProblems(ValueError):
-    """Raised by Config's cross-field check: several problems, each with its own key path."""
+    """Raised by Config's cross-field check: several problems, each with its own key path.
 
-    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+    ``names`` are the nodes' names, in file order: a problem with a node's DSN names
+    the node next to the key path."""
+
+    def __init__(
+        self, problems: list[tuple[tuple[str | int, ...], str]], names: Sequence[str] = ()
+    ) -> None:
         self.problems = problems
-        super().__init__("; ".join(f"{_key_path(loc)}: {msg}" for loc, msg in problems))
+        self.names = list(names)
+        super().__init__("; ".join(f"{self.where(loc)}: {msg}" for loc, msg in problems))
+
+    def where(self, loc: tuple[str | int, ...]) -> str:
+        path = _key_path(loc)
+        if (
+            len(loc) == 3 and loc[0] == "nodes" and isinstance(loc[1], int)
+            and loc[2] in ("dsn", "replication_dsn") and loc[1] < len(self.names)
+        ):
+            return f"{path} ({self.names[loc[1]]})"
+        return path
 
 
 class Section(BaseModel):
@@ -410,6 +448,9 @@ class Config(BaseSettings):
     # The cluster's identity, pinned: a node (or data directory) reporting another
     # system identifier is never acted on. None: learned from the nodes.
     system_identifier: int | None = Field(default=None, gt=0, le=UINT64_MASK)
+    # What the environment it was loaded from set in vain (env_warnings); kept for
+    # config_warnings, which has only the Config.
+    _env_warnings: tuple[str, ...] = PrivateAttr(default=())
 
     @classmethod
     def settings_customise_sources(
@@ -452,9 +493,10 @@ class Config(BaseSettings):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        problems = _cross_field_problems(self)
+        loading = _LOADING.get()
+        problems = _cross_field_problems(self, os.environ if loading is None else loading.environ)
         if problems:
-            raise _CrossFieldProblems(problems)
+            raise _CrossFieldProblems(problems, [n.name for n in self.nodes])
         return self
 
     def decision_settings(self) -> DecisionSettings:
@@ -485,7 +527,9 @@ class Config(BaseSettings):
     def node_specs(self) -> tuple[NodeSpec, ...]:
         """The configured nodes, in file order."""
         return tuple(
-            NodeSpec(n.name, n.dsn, n.priority, n.replication_dsn) for n in self.nodes
+            NodeSpec(n.name, n.dsn, n.priority, n.replication_dsn,
+                     _service_address(n.replication_dsn or n.dsn))
+            for n in self.nodes
         )
 
     def node_drivers(self) -> dict[str, LocalDriverConfig | CommandDriverConfig | None]:
@@ -513,11 +557,14 @@ class Config(BaseSettings):
         }
 
 
-def _cross_field_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
-    """Rules spanning several keys, each reported at the key to change."""
+def _cross_field_problems(
+    config: Config, environ: Mapping[str, str]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Rules spanning several keys, each reported at the key to change; ``environ``
+    is what libpq would read (PG* variables, service files) for the nodes' DSNs."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
     seen_names: dict[str, int] = {}
-    seen_endpoints: dict[tuple[str, str], int] = {}
+    seen_endpoints: dict[tuple[str, int | None], tuple[int, Resolved]] = {}
     for i, node in enumerate(config.nodes):
         if node.name in seen_names:
             problems.append(
@@ -529,18 +576,27 @@ def _cross_field_problems(config: Config) -> list[tuple[tuple[str | int, ...], s
             )
         else:
             seen_names[node.name] = i
-        endpoint = node.endpoint()
+        try:
+            resolved = resolve(node.dsn, environ)
+        except DsnError as exc:
+            problems += [(("nodes", i, "dsn"), p) for p in exc.problems]
+            continue
+        problems += [(("nodes", i, "dsn"), p) for p in resolved.problems()]
+        # Compared after the service is read: service=a and service=b are two
+        # servers exactly when the services name two.
+        endpoint = resolved.address()
         if endpoint in seen_endpoints:
-            first = seen_endpoints[endpoint]
+            first, other = seen_endpoints[endpoint]
+            via = f", from service {other.service!r}" if other.service else ""
             problems.append(
                 (
                     ("nodes", i, "dsn"),
-                    f"points at the same server ({endpoint[0]}:{endpoint[1]}) as "
-                    f"nodes[{first}] ({config.nodes[first].name!r}); each node is one server",
+                    f"points at the same server ({resolved.describe()}) as nodes[{first}] "
+                    f"({config.nodes[first].name!r}{via}); each node is one server",
                 )
             )
         else:
-            seen_endpoints[endpoint] = i
+            seen_endpoints[endpoint] = (i, resolved)
     problems += _driver_problems(config)
     t, pg = config.timing, config.postgres
     problems += _probe_problems(t)
@@ -634,9 +690,9 @@ def _driver_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
         if dsn_port(node.dsn) is None:
             problems.append((
                 ("nodes", i, "dsn"),
-                "names no single numeric port (a service file is not read here); a node "
-                "with a local driver needs one, e.g. port=5432: its data directory must show "
-                "that port before the driver acts on it",
+                "names no single numeric port of its own (the local driver does not read "
+                "service files); a node with a local driver needs one, e.g. port=5432: its "
+                "data directory must show that port before the driver acts on it",
             ))
         key = os.path.normpath(str(driver.data_dir))
         if key in seen:
@@ -709,9 +765,97 @@ def config_from_mapping(
         _LOADING.reset(token)
     if early:
         raise ConfigError(early)
+    config._env_warnings = tuple(env_warnings(environ))
     if base_dir is not None and not config.journal.is_absolute():
         config = config.model_copy(update={"journal": base_dir / config.journal})
     return _with_token_from_file(config, source, base_dir)
+
+
+# HACONTROL_* variables that are no configuration keys and are not warned about: the
+# CLI's own, those hooks and command drivers receive (present when hacontrol runs
+# inside one), and the build and test tooling's. HACONTROL_API_TOKEN, the compose
+# file's host-side variable, is left out on purpose: in the controller's environment
+# it is the classic misspelling of HACONTROL_API__TOKEN.
+OTHER_ENV_NAMES = frozenset({
+    "HACONTROL_CONFIG", "HACONTROL_API_ADDRESS",
+    "HACONTROL_EVENT", "HACONTROL_NODE", "HACONTROL_OLD_PRIMARY", "HACONTROL_NEW_PRIMARY",
+    "HACONTROL_TIMELINE", "HACONTROL_REASON", "HACONTROL_STEP", "HACONTROL_DATA_DIR",
+    "HACONTROL_SOURCE_DSN", "HACONTROL_PRIMARY_CONNINFO", "HACONTROL_STOP_MODE",
+    "HACONTROL_DOCKER_TESTS", "HACONTROL_DOCKER_REQUIRED", "HACONTROL_DOCKER_CACHE",
+    "HACONTROL_IMAGE", "HACONTROL_NODE_IMAGE", "HACONTROL_API_PORT",
+})
+
+
+def setting_env_names() -> list[str]:
+    """Every environment variable that sets a key: HACONTROL_KEY for top-level keys and
+    whole sections (JSON), HACONTROL_SECTION__KEY for a section's keys."""
+    names: list[str] = []
+    for name in Config.model_fields:
+        names.append(f"{ENV_PREFIX}{name}".upper())
+        model = _model_at((name,))
+        if model is not None and name != "nodes":
+            names += [f"{ENV_PREFIX}{name}{ENV_DELIMITER}{key}".upper()
+                      for key in model.model_fields]
+    return names
+
+
+def env_warnings(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``HACONTROL_*`` variable in ``environ`` that sets nothing (a
+    misspelt name is otherwise ignored without a word), naming the nearest valid
+    name. Values are never shown: the variable may hold a secret. A misspelt key
+    under a section (HACONTROL_TIMING__PROBE_INTERVALL) is an error instead."""
+    valid = setting_env_names()
+    known = set(valid) | OTHER_ENV_NAMES
+    lines: list[str] = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        rest = upper[len(ENV_PREFIX):]
+        top, nested, _ = rest.partition(ENV_DELIMITER)
+        section = _model_at((top.lower(),)) if top.lower() in Config.model_fields else None
+        if nested and section is not None:
+            continue
+        # Compared without the prefix, which every candidate shares.
+        near = difflib.get_close_matches(
+            rest, sorted(k[len(ENV_PREFIX):] for k in known), n=1, cutoff=0.6
+        )
+        hint = (
+            f"did you mean {ENV_PREFIX}{near[0]}?" if near else
+            f"settings are {ENV_PREFIX}KEY or {ENV_PREFIX}SECTION{ENV_DELIMITER}KEY "
+            "(docs/configuration.md)"
+        )
+        lines.append(f"environment: {name} is not a hacontrol setting and is ignored; {hint}")
+    return lines
+
+
+def journal_problem(path: Path) -> str | None:
+    """Why the controller could not keep its journal at ``path``, checked without
+    creating anything: an existing path must be a file this user can read and
+    append to; otherwise the nearest existing directory above it must let this user
+    create entries (the journal creates missing directories). os.access asks the
+    kernel, so a read-only filesystem counts even for root, but for root most
+    permission bits do not."""
+    try:
+        if path.exists():
+            if path.is_dir():
+                return "is a directory; journal must name a file in it"
+            if not os.access(path, os.R_OK | os.W_OK):
+                return f"cannot be read and appended to by this user (uid {os.geteuid()})"
+            return None
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            return f"cannot be created: {parent} is not a directory"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return (
+                f"cannot be created: this user (uid {os.geteuid()}) may not create "
+                f"entries in {parent}"
+            )
+    except OSError as exc:
+        return f"cannot be checked: {exc.strerror or type(exc).__name__}"
+    return None
 
 
 def _with_token_from_file(config: Config, source: str, base_dir: Path | None) -> Config:
@@ -813,8 +957,13 @@ def check_config(path: str | Path, env: Mapping[str, str] | None = None) -> tupl
     try:
         config = load_config(path, env)
     except ConfigError as exc:
-        return 2, "\n".join(exc.problems)
+        # A misspelt variable is often why a key is missing: say so next to it.
+        hints = env_warnings(os.environ if env is None else env)
+        return 2, "\n".join([*exc.problems, *(f"warning: {w}" for w in hints)])
     problems = data_dir_findings(config)[0]
+    journal = journal_problem(config.journal)
+    if journal is not None:
+        problems.insert(0, f"journal: {config.journal}: {journal}")
     if problems:
         return 2, "\n".join(f"{path}: {p}" for p in problems)
     return 0, explain(config)
@@ -981,14 +1130,16 @@ def _problems(exc: ValidationError, label: str, env_data: Mapping[str, Any]) -> 
     lines: list[str] = []
     for error in exc.errors(include_url=False):
         cross = (error.get("ctx") or {}).get("error")
+        render: Callable[[tuple[str | int, ...]], str] = _key_path
         if isinstance(cross, _CrossFieldProblems):
             entries = [(loc, msg) for loc, msg in cross.problems]
+            render = cross.where
         else:
             loc, tagged = _untag(tuple(error["loc"]))
             entries = [(loc, _problem_text(error, loc, tagged))]
         for loc, message in entries:
             source = _env_name(loc, env_data)
-            where = _key_path(loc) + (f" (set by {source})" if source else "")
+            where = render(loc) + (f" (set by {source})" if source else "")
             lines.append(f"{label}: {where}: {message}")
     return lines
 
@@ -1138,8 +1289,11 @@ def _port_owner(config: Config, d: _LocalDir, local: Mapping[int, _LocalDir]) ->
 
 
 def config_warnings(config: Config) -> list[str]:
-    """Things that are allowed but probably not what the operator wants."""
-    warnings: list[str] = []
+    """Things that are allowed but probably not what the operator wants, one line
+    each and free of secrets: what ``check-config`` prints under "warnings:", and what
+    the service logs when it starts and after every reload. Includes the misspelt
+    ``HACONTROL_*`` variables of the environment the configuration was loaded from."""
+    warnings: list[str] = list(config._env_warnings)
     for i, node in enumerate(config.nodes):
         for key in ("dsn", "replication_dsn"):
             dsn = getattr(node, key)
@@ -1149,6 +1303,14 @@ def config_warnings(config: Config) -> list[str]:
                     "use a libpq passfile (~/.pgpass or passfile=...), PGPASSWORD, or a "
                     "service file instead"
                 )
+        service = conninfo_to_dict(node.dsn).get("service")
+        if service and not node.replication_dsn:
+            warnings.append(
+                f"nodes[{i}].dsn ({node.name}): names service {service!r} and there is no "
+                f"replication_dsn, so replicas get primary_conninfo 'service={service} ...', "
+                "which each replica's server resolves in its own service file, as its own OS "
+                "user; set replication_dsn (host=... port=...) or define the service there"
+            )
     warnings += data_dir_findings(config)[1]
     for i, node in enumerate(config.nodes):
         driver = node.driver

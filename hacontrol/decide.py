@@ -188,8 +188,9 @@ def endpoints(dsn: str) -> tuple[Endpoint, ...]:
 
 
 def _node_endpoints(spec: NodeSpec) -> tuple[Endpoint, ...]:
-    """Where replicas connect to ``spec``: its replication DSN, else its DSN."""
-    return endpoints(spec.replication_dsn or spec.dsn)
+    """Where replicas connect to ``spec``: its replication DSN, else its DSN (as
+    resolved from a service file, when it names one)."""
+    return endpoints(spec.address or spec.replication_dsn or spec.dsn)
 
 
 def _receiver_matches(receiver: WalReceiver, targets: Iterable[Endpoint]) -> bool:

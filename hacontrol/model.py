@@ -34,6 +34,10 @@ class NodeSpec:
     dsn: str
     priority: int = 100
     replication_dsn: str | None = None
+    # Where replicas reach this node (``host=... port=...``) when its DSN names a
+    # service: resolved from the service file by the configuration, since the DSN
+    # text itself says nothing about host and port. None: read from the DSN.
+    address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

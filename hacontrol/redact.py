@@ -18,8 +18,10 @@ from psycopg.conninfo import conninfo_to_dict
 MASK = "***"
 
 # Key names whose values are secrets wherever they appear: libpq parameters
-# (password, sslpassword), environment variables (PGPASSWORD), HTTP headers,
-# API tokens. Matched case-insensitively anywhere inside the key name.
+# (password, sslpassword, oauth_client_secret, and scram_client_key /
+# scram_server_key, which authenticate as well as the password they come from),
+# environment variables (PGPASSWORD), HTTP headers, API tokens. Matched
+# case-insensitively anywhere inside the key name.
 _SECRET_KEY_WORDS = (
     "password",
     "passwd",
@@ -30,6 +32,8 @@ _SECRET_KEY_WORDS = (
     "api_key",
     "apikey",
     "credential",
+    "scram_client_key",
+    "scram_server_key",
 )
 _SECRET_KEY_RE = re.compile("|".join(_SECRET_KEY_WORDS), re.IGNORECASE)
 # A key as it appears in text: a word containing one of the secret words, or
@@ -56,8 +60,11 @@ _QUOTED_KEY_RE = re.compile(
 )
 # password: value / token: value at the start of a line or after a separator
 # (YAML, "key: value" log lines). Values end at whitespace or a separator.
+# An exception's class name before its message is no key ("InvalidPasswordError:
+# password authentication failed" keeps both words).
 _COLON_RE = re.compile(
-    r"(?P<key>(?:^|(?<=[\s,;{(]))(?:" + _KEY_IN_TEXT + r"))(?P<sep>:[ \t]*)" + _MASKED_AUTH +
+    r"(?P<key>(?:^|(?<=[\s,;{(]))(?:" + _KEY_IN_TEXT + r"))"
+    r"(?<!Error)(?<!Exception)(?<!Warning)(?P<sep>:[ \t]*)" + _MASKED_AUTH +
     r"(?P<value>[^\s,;}\])\"']+)",
     re.IGNORECASE | re.MULTILINE,
 )

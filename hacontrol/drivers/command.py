@@ -124,7 +124,7 @@ class CommandDriver(NodeDriver):
         env = {
             **os.environ,
             "HACONTROL_STEP": str(step),
-            **{f"HACONTROL_{k.upper()}": v for k, v in env_values.items()},
+            **{f"HACONTROL_{_ENV_NAMES.get(k, k).upper()}": v for k, v in env_values.items()},
         }
         proc = await run_process(
             None,
@@ -241,6 +241,11 @@ class CommandDriver(NodeDriver):
 
     async def discard_promote(self) -> DriverResult:
         return await self._proven(Step.DISCARD_PROMOTE) or await self._run(Step.DISCARD_PROMOTE)
+
+
+# HACONTROL_MODE is the controller's own `mode` setting: a hacontrol command run by a
+# stop template would read the stop mode as it.
+_ENV_NAMES = {"mode": "stop_mode"}
 
 
 def _placeholders(template: str) -> set[str]:

@@ -15,9 +15,12 @@ from hacontrol.config import (
     Section,
     check_config,
     config_from_mapping,
+    config_warnings,
     detection_delay,
+    env_warnings,
     explain,
     load_config,
+    setting_env_names,
 )
 from hacontrol.model import DecisionSettings, FailoverMode, NodeSpec
 
@@ -424,7 +427,7 @@ def test_two_nodes_on_the_same_server(tmp_path: Path) -> None:
     text = NODES.replace("host=10.0.0.2 port=5432 user=hacontrol", "host=10.0.0.1 user=other")
     line = one_problem(tmp_path, text)
     assert line == (
-        f"{tmp_path / LABEL}: nodes[1].dsn: points at the same server (10.0.0.1:5432) as "
+        f"{tmp_path / LABEL}: nodes[1].dsn (pg2): points at the same server (10.0.0.1:5432) as "
         "nodes[0] ('pg1'); each node is one server"
     )
 
@@ -935,11 +938,14 @@ def test_a_data_dir_of_another_cluster_fails_a_pinned_identifier(tmp_path: Path)
 
 def test_local_driver_nodes_need_a_port_and_their_own_data_dir(tmp_path: Path) -> None:
     text = local_nodes(("pg1", 5432, Path("/srv/a")), ("pg2", 5433, Path("/srv/a/")))
-    found = problems(tmp_path, text.replace("host=127.0.0.1 port=5432", "service=pg1"))
+    services = tmp_path / "services.conf"
+    services.write_text("[pg1]\nhost=127.0.0.1\nport=5432\n")
+    found = problems(tmp_path, text.replace("host=127.0.0.1 port=5432", "service=pg1"),
+                     {"PGSERVICEFILE": str(services)})
     assert [p.split(": ", 1)[1] for p in found] == [
-        "nodes[0].dsn: names no single numeric port (a service file is not read here); a node "
-        "with a local driver needs one, e.g. port=5432: its data directory must show that port "
-        "before the driver acts on it",
+        "nodes[0].dsn (pg1): names no single numeric port of its own (the local driver does "
+        "not read service files); a node with a local driver needs one, e.g. port=5432: its "
+        "data directory must show that port before the driver acts on it",
         "nodes[1].driver.data_dir: the same data directory as nodes[0] ('pg1'); each node has "
         "its own",
     ]
@@ -1281,3 +1287,211 @@ def test_warnings_for_an_unfenced_automatic_setup_and_for_two_nodes(tmp_path: Pa
     assert quiet.decision_settings().fence_before_promote is True
     assert "fenced (fence hook) before a promote" in explain(quiet)
     assert load_config(write(tmp_path, NODES), {}).decision_settings().fence_before_promote is False
+
+
+# ---------------------------------------------------------------- libpq parameters
+
+
+def node_dsn(text: str, dsn: str) -> str:
+    """``text`` with pg2's dsn replaced."""
+    return text.replace('dsn = "host=10.0.0.2 port=5432 user=hacontrol dbname=postgres"',
+                        f'dsn = "{dsn}"')
+
+
+def test_a_libpq_parameter_the_controller_cannot_honour_is_refused(tmp_path: Path) -> None:
+    text = node_dsn(NODES, "host=10.0.0.2 port=5432 user=hacontrol channel_binding=require")
+    line = one_problem(tmp_path, text)
+    assert line.startswith(
+        f"{tmp_path / LABEL}: nodes[1].dsn (pg2): channel_binding=require (in the DSN): "
+        "asyncpg cannot do SCRAM channel binding"
+    )
+    assert "remove channel_binding" in line
+    code, out = check_config(tmp_path / LABEL, {})
+    assert (code, out) == (2, line)
+
+
+@pytest.mark.parametrize(
+    ("dsn", "start"),
+    [
+        ("host=10.0.0.2 port=notaport", "port=notaport (in the DSN): must be a port number"),
+        ("host=10.0.0.2 require_auth=password", "require_auth=password (in the DSN): "),
+        ("host=10.0.0.2 gssencmode=require", "gssencmode=require (in the DSN): "),
+        ("host=10.0.0.2 target_session_attrs=read-write", "target_session_attrs=read-write"),
+        ("host=10.0.0.2 keepalives_idle=0", "keepalives_idle=0 (in the DSN): must be at least"),
+        ("host=db2.example hostaddr=10.0.0.2 sslmode=verify-full", "hostaddr=10.0.0.2 (in "),
+    ],
+)
+def test_refused_libpq_parameters_are_one_line_each(
+    tmp_path: Path, dsn: str, start: str
+) -> None:
+    line = one_problem(tmp_path, node_dsn(NODES, dsn))
+    assert line.startswith(f"{tmp_path / LABEL}: nodes[1].dsn (pg2): {start}")
+
+
+def test_libpq_parameters_from_the_environment_are_refused_too(tmp_path: Path) -> None:
+    found = problems(tmp_path, NODES, {"PGCHANNELBINDING": "require"})
+    assert [p.split(": ", 2)[1] for p in found] == ["nodes[0].dsn (pg1)", "nodes[1].dsn (pg2)"]
+    assert all("channel_binding=require (from PGCHANNELBINDING in the environment)" in p
+               for p in found)
+
+
+def test_libpq_parameters_the_controller_honours_are_accepted(tmp_path: Path) -> None:
+    dsn = ("host=db2.example hostaddr=10.0.0.2 port=5432 channel_binding=prefer "
+           "keepalives_idle=30 tcp_user_timeout=5000 connect_timeout=2 sslmode=verify-ca "
+           "options='-c search_path=ha' fallback_application_name=ha")
+    config = load_config(write(tmp_path, node_dsn(NODES, dsn)), {})
+    assert config.nodes[1].dsn == dsn
+
+
+def service_nodes(first: str, second: str) -> str:
+    return (f'[[nodes]]\nname = "pg1"\ndsn = "{first}"\n'
+            f'[[nodes]]\nname = "pg2"\ndsn = "{second}"\n')
+
+
+def test_service_dsns_are_compared_after_reading_the_service(tmp_path: Path) -> None:
+    services = tmp_path / "pg_service.conf"
+    services.write_text("[hac1]\nhost=127.0.0.1\nport=5432\n[hac2]\nhost=127.0.0.1\nport=5433\n"
+                        "[same]\nhost=127.0.0.1\nport=5432\n")
+    env = {"PGSERVICEFILE": str(services)}
+    config = load_config(write(tmp_path, service_nodes("service=hac1", "service=hac2")), env)
+    assert [n.dsn for n in config.nodes] == ["service=hac1", "service=hac2"]
+    line = one_problem(tmp_path, service_nodes("service=hac1", "service=same"), env)
+    assert line == (
+        f"{tmp_path / LABEL}: nodes[1].dsn (pg2): points at the same server (127.0.0.1:5432, "
+        "from service 'same') as nodes[0] ('pg1', from service 'hac1'); each node is one server"
+    )
+    mixed = one_problem(tmp_path, service_nodes("service=hac2", "host=127.0.0.1 port=5433"), env)
+    assert "nodes[1].dsn (pg2): points at the same server (127.0.0.1:5433)" in mixed
+
+
+def test_a_service_that_cannot_be_found_is_refused(tmp_path: Path) -> None:
+    env = {"PGSERVICEFILE": str(tmp_path / "none.conf"), "PGSYSCONFDIR": str(tmp_path)}
+    line = one_problem(tmp_path, service_nodes("service=hac1", "host=10.0.0.2"), env)
+    assert line.startswith(
+        f"{tmp_path / LABEL}: nodes[0].dsn (pg1): service=hac1: definition of service 'hac1' "
+        "not found"
+    )
+
+
+def test_a_service_dsn_without_replication_dsn_is_warned_about(tmp_path: Path) -> None:
+    services = tmp_path / "pg_service.conf"
+    services.write_text("[hac1]\nhost=10.0.0.1\n[hac2]\nhost=10.0.0.2\n")
+    text = service_nodes("service=hac1", "service=hac2") + 'replication_dsn = "host=10.0.0.2"\n'
+    out = explain(load_config(write(tmp_path, text), {"PGSERVICEFILE": str(services)}))
+    assert ("nodes[0].dsn (pg1): names service 'hac1' and there is no replication_dsn" in out)
+    assert "nodes[1].dsn (pg2): names service" not in out
+
+
+# ---------------------------------------------------------------- misspelt variables
+
+
+def test_misspelt_environment_variables_are_warned_about_without_their_values(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "HACONTROL_TIMNG__PROBE_INTERVAL": "0.5",
+        "HACONTROL_API_TOKEN": "s3cr3t-t0ken-0123456789abcdef",
+        "hacontrol_journl": "/var/lib/x",
+        "HACONTROL_XYZZY": "1",
+        "HACONTROL_CONFIG": "/etc/hacontrol.toml",  # the CLI's: fine
+        "HACONTROL_OLD_PRIMARY": "pg1",  # set for hooks: fine
+    }
+    config = load_config(write(tmp_path, QUIET), env)
+    assert config.timing.probe_interval == 0.2
+    warnings = config_warnings(config)
+    assert warnings[:4] == [
+        "environment: HACONTROL_API_TOKEN is not a hacontrol setting and is ignored; did you "
+        "mean HACONTROL_API__TOKEN?",
+        "environment: HACONTROL_TIMNG__PROBE_INTERVAL is not a hacontrol setting and is "
+        "ignored; did you mean HACONTROL_TIMING__PROBE_INTERVAL?",
+        "environment: HACONTROL_XYZZY is not a hacontrol setting and is ignored; settings are "
+        "HACONTROL_KEY or HACONTROL_SECTION__KEY (docs/configuration.md)",
+        "environment: hacontrol_journl is not a hacontrol setting and is ignored; did you mean "
+        "HACONTROL_JOURNAL?",
+    ]
+    code, out = check_config(tmp_path / LABEL, env)
+    assert code == 0
+    assert "  - environment: HACONTROL_API_TOKEN is not a hacontrol setting" in out
+    assert "s3cr3t" not in out and "0.5" not in out.split("warnings:")[1]
+    assert config_warnings(load_config(write(tmp_path, QUIET), {})) == []
+
+
+def test_misspelt_variables_are_shown_next_to_the_problems_they_cause(tmp_path: Path) -> None:
+    env = {"HACONTROL_NOEDS": '[{"name": "x", "dsn": "host=h1"}]'}
+    code, out = check_config(write(tmp_path, ""), env)
+    assert code == 2
+    assert out.splitlines()[-1] == (
+        "warning: environment: HACONTROL_NOEDS is not a hacontrol setting and is ignored; did "
+        "you mean HACONTROL_NODES?"
+    )
+    assert "host=h1" not in out
+
+
+def test_every_setting_variable_is_valid_and_none_is_warned_about(tmp_path: Path) -> None:
+    names = setting_env_names()
+    assert "HACONTROL_TIMING__PROBE_INTERVAL" in names and "HACONTROL_API__TOKEN" in names
+    assert env_warnings(dict.fromkeys(names, "x")) == []
+
+
+# ---------------------------------------------------------------- journal path
+
+
+def test_check_config_refuses_a_journal_it_cannot_write(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for journal, reason in [
+        (blocker / "state" / "journal.jsonl", f"cannot be created: {blocker} is not a directory"),
+        (tmp_path, "is a directory; journal must name a file in it"),
+    ]:
+        path = write(tmp_path, f'journal = "{journal}"\n' + QUIET)
+        code, out = check_config(path, {})
+        assert (code, out) == (2, f"{path}: journal: {journal}: {reason}")
+    assert not (blocker / "state").exists()
+
+
+def test_check_config_accepts_a_journal_in_a_directory_it_can_create(tmp_path: Path) -> None:
+    journal = tmp_path / "not" / "yet" / "journal.jsonl"
+    code, out = check_config(write(tmp_path, f'journal = "{journal}"\n' + QUIET), {})
+    assert code == 0, out
+    assert not (tmp_path / "not").exists()  # checked, not created
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_check_config_refuses_a_journal_in_a_directory_it_may_not_write(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        path = write(tmp_path, f'journal = "{locked / "j.jsonl"}"\n' + QUIET)
+        code, out = check_config(path, {})
+        assert code == 2 and f"may not create entries in {locked}" in out
+    finally:
+        locked.chmod(0o700)
+
+
+def test_check_config_refuses_a_journal_on_a_read_only_filesystem(tmp_path: Path) -> None:
+    # Where /proc/sys is mounted read-only (containers), os.access says so even to root.
+    if os.access("/proc/sys", os.W_OK | os.X_OK):
+        pytest.skip("/proc/sys is writable here")
+    journal = Path("/proc/sys/hacontrol/journal.jsonl")
+    path = write(tmp_path, f'journal = "{journal}"\n' + QUIET)
+    code, out = check_config(path, {})
+    assert code == 2 and out.startswith(f"{path}: journal: {journal}: cannot be created")
+
+
+def test_a_service_dsn_gives_its_node_the_address_replicas_stream_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hacontrol.decide import Endpoint, _node_endpoints
+
+    services = tmp_path / "pg_service.conf"
+    services.write_text("[hac1]\nhost=127.0.0.1\nport=5432\n[hac2]\nhost=127.0.0.1\nport=5433\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    env = {"PGSERVICEFILE": str(services)}
+    config = load_config(write(tmp_path, service_nodes("service=hac1", "service=hac2")), env)
+    specs = {s.name: s for s in config.node_specs()}
+    assert specs["pg2"].address == "host=127.0.0.1 port=5433"
+    # What the replicas' WAL receivers report is matched against it, not port 5432.
+    assert _node_endpoints(specs["pg2"]) == (Endpoint("loopback", 5433),)
+    plain = load_config(write(tmp_path, NODES), {})
+    assert all(s.address is None for s in plain.node_specs())

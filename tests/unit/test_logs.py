@@ -284,3 +284,10 @@ def test_reconfiguring_does_not_duplicate_stdlib_output() -> None:
     configure_logging(json=True, stream=stream)
     logging.getLogger("lib").warning("once")
     assert stream.getvalue().count('"once"') == 1
+
+
+def test_an_exception_class_name_is_not_a_key_and_the_word_password_stays() -> None:
+    text = 'cannot connect: InvalidPasswordError: password authentication failed for user "x"'
+    assert redact_text(text) == text
+    assert redact_text("password: hunter2") == "password: ***"
+    assert redact_text("error: db_password: hunter2") == "error: db_password: ***"
