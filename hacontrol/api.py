@@ -1,7 +1,8 @@
 """The HTTP API (aiohttp), served from the controller's own event loop.
 
-Reading endpoints (no token): ``GET /health``, ``/status``, ``/history``,
-``/primary``, ``/metrics``, and per-node checks for load balancers,
+Reading endpoints (no token): ``GET /health``, ``/status``,
+``/history[?limit=N&kind=K&node=N&since=T]``, ``/primary``, ``/metrics``, and
+per-node checks for load balancers,
 ``GET|HEAD /nodes/{name}/primary`` and ``/nodes/{name}/replica[?max_lag=bytes]``
 (200 healthy, 503 not, 404 unknown node). Commands (``POST /switchover``,
 ``/failover``, ``/pause``, ``/resume``, ``/maintenance``, ``/rejoin``) need
@@ -14,7 +15,8 @@ backend's decision. The controller provides the backend::
 
     class ControllerBackend:                       # satisfies ApiBackend
         def snapshot(self): return controller.snapshot()
-        def history(self, limit): return journal_tail(limit)
+        def history(self, limit, *, kinds=None, nodes=None, since=None):
+            return journal.read(limit, kinds=kinds, nodes=nodes, since=since)
         def metrics(self): return metrics.render()
         async def submit(self, kind, params): ... -> SubmitResult
 
@@ -24,13 +26,22 @@ backend's decision. The controller provides the backend::
 
 No access log is written (it would be noise at a load balancer's check rate),
 and nothing here ever logs request headers, so the token cannot leak.
+
+Nothing a request asks for may hold up the event loop the controller probes
+from: ``GET /history`` reads the journal, and builds its answer, in a small pool
+of worker threads of its own (at most :data:`HISTORY_WORKERS` at a time, the
+rest wait their turn without blocking anything), never in the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import inspect
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,12 +51,19 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg.conninfo import conninfo_to_dict
 
 from hacontrol.config import parse_listen
-from hacontrol.redact import redact_text, redact_value
+from hacontrol.journal import matches, parse_since
+from hacontrol.redact import might_hold_secret, redact_text, redact_value
 
 log = structlog.get_logger("hacontrol.api")
 
 DEFAULT_HISTORY = 100
 MAX_HISTORY = 10_000
+# Journal reads in flight at once. Two keep a slow big read from making small ones
+# wait, and leave the loop's thread the interpreter lock most of the time.
+HISTORY_WORKERS = 2
+# At most this many kind or node filters in one request.
+MAX_FILTERS = 32
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 MAX_BODY_BYTES = 64 * 1024
 # Seconds a shutdown waits for requests in flight (a command waiting on its
 # result) before closing their connections.
@@ -70,7 +88,13 @@ class ApiBackend(Protocol):
         ...
 
     def history(self, limit: int) -> list[dict[str, Any]]:
-        """The last ``limit`` journal events, oldest first."""
+        """The last ``limit`` journal events, oldest first. Called in a worker thread.
+
+        A backend may also take keyword-only ``kinds``, ``nodes`` (collections of
+        names) and ``since`` (wall-clock seconds): then the filters of ``GET
+        /history`` reach it and it returns the last ``limit`` matching events.
+        Without them the API filters the last :data:`MAX_HISTORY` events itself.
+        """
         ...
 
     def metrics(self) -> bytes:
@@ -87,6 +111,10 @@ class _BadInput(Exception):
 
 
 BACKEND: web.AppKey[ApiBackend] = web.AppKey("hacontrol_backend")
+HISTORY_POOL: web.AppKey[ThreadPoolExecutor] = web.AppKey("hacontrol_history_pool")
+HISTORY_SLOTS: web.AppKey[asyncio.Semaphore] = web.AppKey("hacontrol_history_slots")
+# Whether the backend's history() takes the filters itself.
+HISTORY_FILTERS: web.AppKey[bool] = web.AppKey("hacontrol_history_filters")
 # A callable, so that a configuration reload can change the token of a running API.
 TOKEN: web.AppKey[Callable[[], str]] = web.AppKey("hacontrol_token")
 Token = str | Callable[[], str]
@@ -97,12 +125,15 @@ def _backend(request: web.Request) -> ApiBackend:
     return request.app[BACKEND]
 
 
-def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+def _body(data: Any) -> str:
     # Everything leaving the API is scrubbed once more: a node's error text can
     # quote a connection string.
-    body = json.dumps(redact_value(data), default=str, separators=(",", ":"))
+    return json.dumps(redact_value(data), default=str, separators=(",", ":"))
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(
-        text=body, status=status, content_type="application/json", headers=headers
+        text=_body(data), status=status, content_type="application/json", headers=headers
     )
 
 
@@ -206,8 +237,29 @@ async def _health(request: web.Request) -> web.Response:
     )
 
 
+# Per-round measurements of a node: from a node not reached this round, none of
+# them may be shown (a value would be an earlier round's, or a placeholder).
+MEASURED = ("timeline", "lsn", "replay_lsn", "lag_bytes", "replay_lag_s", "upstream",
+            "receiver_status", "read_only")
+
+
+def honest_snapshot(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """``snapshot`` with JSON null for everything unknown: no ``"-"`` placeholders,
+    and no measurements of a node that was not reachable this round."""
+    out = dict(snapshot)
+    nodes = []
+    for row in snapshot.get("nodes") or []:
+        clean = {k: (None if v == "-" else v) for k, v in dict(row).items()}
+        if not clean.get("reachable"):
+            clean.update({k: None for k in MEASURED if k in clean})
+        nodes.append(clean)
+    if "nodes" in snapshot:
+        out["nodes"] = nodes
+    return out
+
+
 async def _status(request: web.Request) -> web.Response:
-    return _json(_backend(request).snapshot())
+    return _json(honest_snapshot(_backend(request).snapshot()))
 
 
 def _int_param(request: web.Request, name: str, low: int, high: int | None) -> int | None:
@@ -226,9 +278,91 @@ def _int_param(request: web.Request, name: str, low: int, high: int | None) -> i
     return value
 
 
-async def _history(request: web.Request) -> web.Response:
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """What ``GET /history`` asks for: the last ``limit`` events that match."""
+
+    limit: int = DEFAULT_HISTORY
+    kinds: frozenset[str] | None = None
+    nodes: frozenset[str] | None = None
+    since: float | None = None
+
+    @property
+    def filtered(self) -> bool:
+        return self.kinds is not None or self.nodes is not None or self.since is not None
+
+
+def _names_param(request: web.Request, name: str) -> frozenset[str] | None:
+    """``name=a&name=b`` and ``name=a,b`` alike; None when not given."""
+    raw = request.query.getall(name, [])
+    if not raw:
+        return None
+    names = {part.strip() for value in raw for part in value.split(",") if part.strip()}
+    if not names:
+        raise _BadInput(f"{name}: give at least one name (e.g. {name}=a,b)")
+    if len(names) > MAX_FILTERS:
+        raise _BadInput(f"{name}: at most {MAX_FILTERS} names (got {len(names)})")
+    for value in sorted(names):
+        if not _NAME_RE.match(value):
+            raise _BadInput(f"{name}: not a name: {value[:40]!r}")
+    return frozenset(names)
+
+
+def history_query(request: web.Request) -> HistoryQuery:
+    """The validated query of a ``GET /history`` request (400 on bad input)."""
     limit = _int_param(request, "limit", 1, MAX_HISTORY) or DEFAULT_HISTORY
-    return _json({"events": _backend(request).history(limit)})
+    since: float | None = None
+    raw = request.query.get("since")
+    if raw is not None:
+        try:
+            since = parse_since(raw)
+        except ValueError as exc:
+            raise _BadInput(f"since: {exc}") from None
+    return HistoryQuery(limit, _names_param(request, "kind"), _names_param(request, "node"),
+                        since)
+
+
+def scrub_events(events: list[dict[str, Any]]) -> list[Any]:
+    """``events`` as redact_value would leave them, at a fraction of its cost."""
+    return [
+        redact_value(event)
+        if might_hold_secret(json.dumps(event, ensure_ascii=False, default=str))
+        else event
+        for event in events
+    ]
+
+
+def _history_body(backend: ApiBackend, query: HistoryQuery, filters: bool) -> str:
+    """The JSON answer to ``query`` (runs in a worker thread)."""
+    if not query.filtered:
+        events = backend.history(query.limit)
+    elif filters:
+        history: Callable[..., list[dict[str, Any]]] = backend.history
+        events = history(query.limit, kinds=query.kinds, nodes=query.nodes, since=query.since)
+    else:
+        found = [e for e in backend.history(MAX_HISTORY)
+                 if matches(e, query.kinds, query.nodes, query.since)]
+        events = found[-query.limit:]
+    return json.dumps({"events": scrub_events(events)}, default=str, separators=(",", ":"))
+
+
+async def _history(request: web.Request) -> web.Response:
+    query = history_query(request)
+    app = request.app
+    async with app[HISTORY_SLOTS]:
+        body = await asyncio.get_running_loop().run_in_executor(
+            app[HISTORY_POOL], _history_body, app[BACKEND], query, app[HISTORY_FILTERS]
+        )
+    return web.Response(text=body, content_type="application/json")
+
+
+def takes_history_filters(backend: ApiBackend) -> bool:
+    """Whether ``backend.history`` accepts ``kinds``, ``nodes`` and ``since``."""
+    try:
+        parameters = inspect.signature(backend.history).parameters
+    except (TypeError, ValueError):
+        return False
+    return {"kinds", "nodes", "since"} <= set(parameters)
 
 
 def _address(dsn: str) -> tuple[str | None, int | None]:
@@ -381,6 +515,16 @@ def build_app(backend: ApiBackend, token: Token = "") -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     app[BACKEND] = backend
     app[TOKEN] = token if callable(token) else (lambda: token)
+    pool = ThreadPoolExecutor(HISTORY_WORKERS, thread_name_prefix="hacontrol-history")
+    app[HISTORY_POOL] = pool
+    app[HISTORY_SLOTS] = asyncio.Semaphore(HISTORY_WORKERS)
+    app[HISTORY_FILTERS] = takes_history_filters(backend)
+
+    async def close_pool(_app: web.Application) -> None:
+        # A read in flight finishes in its thread; nobody waits for its answer.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(close_pool)
     # add_get answers HEAD as well (a load balancer's cheaper check).
     app.router.add_get("/health", _health)
     app.router.add_get("/status", _status)

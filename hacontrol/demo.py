@@ -3,8 +3,9 @@
 Interactive (default): a 3-node :class:`~hacontrol.testing.LocalCluster`, the
 controller in this process with its API on 127.0.0.1, and a status view redrawn
 every second. Press ``k`` (or run the printed ``kill -9``) to kill the primary
-and watch the failover; ``r`` restarts the killed node to show it fenced; ``q``
-or Ctrl-C stops everything the demo started (the servers by PID).
+and watch the failover; ``r`` restarts the killed node to show it fenced, and the
+view then prints the exact ``hacontrol rejoin`` command that brings it back as a
+replica; ``q`` or Ctrl-C stops everything the demo started (the servers by PID).
 
 ``--scenario failover``: the same without a terminal — a writer runs through
 the multi-host DSN, the primary is killed, the failover is awaited (bounded),
@@ -18,10 +19,11 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -367,14 +369,16 @@ class _Demo:
             if not node.is_running():
                 try:
                     await asyncio.to_thread(node.start)
-                    self._notice = f"restarted {node.name} (pid {node.pid()})"
+                    self._notice = (f"restarted {node.name} (pid {node.pid()}); an old primary"
+                                    " is fenced by the controller, then rejoined with the"
+                                    " command shown")
                 except ClusterError as exc:
                     self._notice = f"cannot restart {node.name}: {str(exc).splitlines()[0]}"
 
     _notice = ""
 
     async def _view(self, quit_event: asyncio.Event, tty: bool) -> None:
-        from hacontrol.cli import render_status
+        from hacontrol.cli import DEFAULT_WIDTH, render_status
 
         assert self.service is not None and self.cluster is not None
         redraw = self.out.isatty()
@@ -384,25 +388,26 @@ class _Demo:
                          f"{self.cluster.base_dir / LOG_NAME}")
                 return
             snap = self.service.snapshot()
-            lines = [render_status({"source": "controller", "api": self.service.api_address,
-                                    **snap}), ""]
             primary = snap.get("primary")
-            pid = self.cluster.node(primary).pid() if primary else None
-            if pid is not None:
-                lines.append(f"kill the primary {primary} as a crashed host would:  "
-                             f"kill -9 {pid}" + ("   (or press k)" if tty else ""))
-            stopped = [n.name for n in self.cluster.nodes if not n.is_running()]
-            if stopped:
-                lines.append(f"stopped: {', '.join(stopped)}"
-                             + ("; press r to restart (an old primary comes back fenced)"
-                                if tty else ""))
-            lines.append(f"from another shell:  {_prog()} status --watch --config "
-                         f"{self.config_path}")
-            lines.append("q or Ctrl-C stops everything the demo started" if tty
-                         else "Ctrl-C stops everything the demo started")
+            hints = view_hints(
+                snap,
+                primary_pid=self.cluster.node(primary).pid() if primary else None,
+                stopped=[n.name for n in self.cluster.nodes if not n.is_running()],
+                tty=tty, prog=_prog(), config_path=self.config_path,
+            )
             if self._notice:
-                lines.append(self._notice)
-            text = "\n".join(lines)
+                hints.append(self._notice)
+            result = {"source": "controller", "api": self.service.api_address, **snap}
+            if redraw:
+                # The whole view fits the terminal, so its header never scrolls away.
+                size = shutil.get_terminal_size((DEFAULT_WIDTH, 24))
+                width, rows = size.columns or DEFAULT_WIDTH, size.lines or 24
+                used = _rows(render_status(result, width, max_events=0), width)
+                spare = rows - 1 - used - _rows("\n".join(hints), width) - 3
+                text = render_status(result, width, max_events=max(0, min(5, spare)))
+            else:
+                text = render_status(result, DEFAULT_WIDTH)
+            text = "\n".join([text, "", *hints])
             if redraw:
                 self.out.write("\x1b[H\x1b[2J" + text + "\n")
                 self.out.flush()
@@ -410,6 +415,42 @@ class _Demo:
                 self.say(text + "\n")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(quit_event.wait(), 1.0 if redraw else 5.0)
+
+
+def _rows(text: str, width: int) -> int:
+    """Terminal rows ``text`` takes at ``width`` columns (long lines wrap)."""
+    return sum(max(1, -(-len(line) // max(1, width))) for line in text.splitlines())
+
+
+def view_hints(
+    snap: Mapping[str, Any],
+    *,
+    primary_pid: int | None,
+    stopped: Sequence[str],
+    tty: bool,
+    prog: str,
+    config_path: Path | str | None,
+) -> list[str]:
+    """What the live view suggests doing next, commands given in full (to paste)."""
+    lines = []
+    primary = snap.get("primary")
+    config = f" --config {config_path}" if config_path else ""
+    if primary_pid is not None:
+        lines.append(f"kill the primary {primary} as a crashed host would:  kill -9 {primary_pid}"
+                     + ("   (or press k)" if tty else ""))
+    if stopped:
+        lines.append(f"stopped: {', '.join(stopped)}"
+                     + ("; press r to restart (an old primary comes back fenced)" if tty else ""))
+    for row in snap.get("nodes") or []:
+        name = row.get("name")
+        if row.get("fenced") and name not in stopped and name != primary:
+            lines.append(f"{name} came back fenced; rejoin it as a replica of"
+                         f" {primary or 'the primary'} (pg_rewind, then it streams):")
+            lines.append(f"  {prog} rejoin {name}{config}")
+    lines.append(f"from another shell:  {prog} status --watch{config}")
+    lines.append("q or Ctrl-C stops everything the demo started" if tty
+                 else "Ctrl-C stops everything the demo started")
+    return lines
 
 
 def _prog() -> str:

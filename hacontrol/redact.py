@@ -80,6 +80,19 @@ _URI_RE = re.compile(
 )
 
 
+# Every pattern below, and every secret-looking key, contains one of the secret words,
+# "pwd"/"pass" or "://" (case-insensitively): text without any of them is never changed.
+_MAYBE_SECRET_RE = re.compile(
+    "|".join(re.escape(w) for w in (*_SECRET_KEY_WORDS, "pwd", "pass", "://")), re.IGNORECASE
+)
+
+
+def might_hold_secret(text: str) -> bool:
+    """False when redaction would certainly leave ``text`` (or a value whose JSON text
+    it is) unchanged: a cheap test before the full, slower redaction."""
+    return _MAYBE_SECRET_RE.search(text) is not None
+
+
 def is_secret_key(name: str) -> bool:
     """Whether a field called ``name`` holds a secret (password, token, ...)."""
     return bool(_SECRET_KEY_RE.search(name)) or name.lower() in {"pwd", "pass"}

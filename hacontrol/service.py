@@ -277,10 +277,17 @@ class Service:
         }
         return snap
 
-    def history(self, limit: int) -> list[dict[str, Any]]:
-        """The last ``limit`` journal records, oldest first."""
+    def history(
+        self,
+        limit: int,
+        *,
+        kinds: frozenset[str] | None = None,
+        nodes: frozenset[str] | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The last ``limit`` journal records that match, oldest first."""
         # From the file: it also holds what earlier runs of the controller recorded.
-        return self.journal.read(limit=limit)
+        return self.journal.read(limit=limit, kinds=kinds, nodes=nodes, since=since)
 
     def metrics(self) -> bytes:
         """The Prometheus exposition."""

@@ -9,6 +9,8 @@ import json
 import logging
 import shutil
 import socket
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,9 +20,20 @@ import aiohttp
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hacontrol.api import MAX_HISTORY, SubmitResult, bound_address, build_app, start_api
+from hacontrol.api import (
+    HISTORY_WORKERS,
+    MAX_HISTORY,
+    SubmitResult,
+    bound_address,
+    build_app,
+    scrub_events,
+    start_api,
+)
 from hacontrol.logs import configure_logging
+from hacontrol.redact import redact_value
 
 TOKEN = "tok-9f8e7d6c5b4a3f2e1d0c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -522,3 +535,160 @@ async def test_documented_haproxy_config_follows_a_failover(tmp_path: Path) -> N
         for server in servers:
             server.close()
         await runner.cleanup()
+
+
+# ---------------------------------------------------------------- history off the loop
+
+
+class SlowHistoryBackend(FakeBackend):
+    """history() blocks its thread until released, and says how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.running = 0
+        self.most = 0
+        self._count = threading.Lock()
+
+    def history(self, limit: int) -> list[dict[str, Any]]:
+        with self._count:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            self.release.wait(10)
+            return super().history(limit)
+        finally:
+            with self._count:
+                self.running -= 1
+
+
+async def test_a_slow_history_read_never_holds_up_health_checks() -> None:
+    backend = SlowHistoryBackend()
+    async with api(backend) as client:
+        reads = [asyncio.create_task(client.get(f"/history?limit={n}")) for n in (1, 2, 3, 4, 5)]
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        for path in ("/health", "/nodes/pg1/primary", "/status"):
+            started = loop.time()
+            response = await asyncio.wait_for(client.get(path), 2)
+            assert response.status == 200
+            assert loop.time() - started < 1.0, path
+        assert all(not r.done() for r in reads)
+        # Only a few reads run at once; the others wait their turn without a thread.
+        assert backend.most <= HISTORY_WORKERS
+        backend.release.set()
+        answers = await asyncio.wait_for(asyncio.gather(*reads), 10)
+        assert [len((await a.json())["events"]) for a in answers] == [1, 2, 3, 3, 3]
+
+
+class FilteringBackend(FakeBackend):
+    """A backend whose history() takes the filters itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[int, Any, Any, Any]] = []
+
+    def history(self, limit: int, *, kinds: Any = None, nodes: Any = None,
+                since: Any = None) -> list[dict[str, Any]]:
+        self.asked.append((limit, kinds, nodes, since))
+        return [{"kind": "failover_started", "node": "pg2", "ts": 10.0}]
+
+
+class PlainBackend(FakeBackend):
+    def history(self, limit: int) -> list[dict[str, Any]]:
+        self.limits.append(limit)
+        return [
+            {"kind": kind, "node": node, "ts": float(ts)}
+            for ts, (kind, node) in enumerate([("failover_started", "pg2"), ("node_fenced", "pg1"),
+                                               ("failover_started", "pg3"), ("paused", None)] * 3)
+        ]
+
+
+async def test_history_filters_reach_a_backend_that_takes_them() -> None:
+    backend = FilteringBackend()
+    async with api(backend) as client:
+        await get_json(client, "/history?limit=5&kind=failover_started,node_fenced&kind=paused"
+                               "&node=pg2&since=2025-12-01T21:40:12Z", 200)
+        await get_json(client, "/history?since=10m", 200)
+        await get_json(client, "/history", 200)
+    assert backend.asked[0] == (
+        5, frozenset({"failover_started", "node_fenced", "paused"}), frozenset({"pg2"}),
+        1_764_625_212.0,
+    )
+    limit, kinds, nodes, since = backend.asked[1]
+    assert (limit, kinds, nodes) == (100, None, None)
+    assert abs(since - (time.time() - 600)) < 5
+    # Without filters the plain call is made.
+    assert backend.asked[2] == (100, None, None, None)
+
+
+async def test_history_filters_work_with_a_backend_that_does_not_take_them() -> None:
+    backend = PlainBackend()
+    async with api(backend) as client:
+        body = await get_json(client, "/history?kind=failover_started&limit=2", 200)
+        assert [(e["node"], e["ts"]) for e in body["events"]] == [("pg2", 8.0), ("pg3", 10.0)]
+        body = await get_json(client, "/history?node=pg1&since=5", 200)
+        assert [e["ts"] for e in body["events"]] == [5.0, 9.0]
+    assert backend.limits == [MAX_HISTORY, MAX_HISTORY]
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("since=yesterday", "since: not a time: 'yesterday'; give a duration back from now"),
+    ("kind=", "kind: give at least one name"),
+    ("kind=a%20b", "kind: not a name: 'a b'"),
+    ("node=" + ",".join(f"n{i}" for i in range(40)), "node: at most 32 names (got 40)"),
+    ("limit=0&kind=paused", "limit: must be a whole number from 1 to 10000"),
+])
+async def test_bad_history_filters_are_400(query: str, message: str) -> None:
+    backend = FilteringBackend()
+    async with api(backend) as client:
+        body = await get_json(client, f"/history?{query}", 400)
+    assert body["error"].startswith(message), body
+    assert backend.asked == []
+
+
+async def test_status_json_has_null_for_unknown_and_nothing_from_unreached_nodes() -> None:
+    backend = FakeBackend()
+    backend.node("pg1").update(replay_lsn="-")
+    # A node not reached this round: whatever the row holds, none of it is this round's.
+    backend.node("pg3").update(reachable=False, role="unknown", health="unreachable",
+                               lsn="0/2000000", timeline=1, lag_bytes=77)
+    async with api(backend) as client:
+        status = await get_json(client, "/status", 200)
+    nodes = {n["name"]: n for n in status["nodes"]}
+    assert nodes["pg1"]["replay_lsn"] is None and nodes["pg1"]["lsn"] == "0/3000060"
+    for key in ("timeline", "lsn", "replay_lsn", "lag_bytes", "replay_lag_s", "upstream"):
+        assert nodes["pg3"][key] is None, key
+    assert nodes["pg2"]["timeline"] == 1 and nodes["pg2"]["lag_bytes"] == 128
+    assert '"-"' not in json.dumps(status)
+
+
+# ---------------------------------------------------------------- history is scrubbed too
+
+SECRETISH = st.sampled_from([
+    "password", "PassWord", "passwd", "pwd", "pass", "secret", "token", "Authorization",
+    "api_key", "apikey", "credential", "scram_client_key", "sslpassword", "host", "user",
+    "postgresql://u:p@h/db", "Bearer abc", "=", ":", " ", "'", '"', "x", "pg1", ",", "@", "/",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=st.lists(SECRETISH, max_size=12), key=SECRETISH)
+def test_the_history_shortcut_never_skips_what_redact_would_mask(
+    parts: list[str], key: str
+) -> None:
+    text = "".join(parts)
+    record = {"kind": "hook_finished", "message": text, key: text, "details": {key: [text]}}
+    assert scrub_events([record]) == [redact_value(record)]
+
+
+async def test_history_answers_are_scrubbed() -> None:
+    backend = FakeBackend()
+    leaky = [{"kind": "hook_finished", "message": "ran with password=hunter2 ok",
+              "details": {"token": "tok-123", "dsn": "postgresql://u:hunter2@h/db"}},
+             {"kind": "tick", "message": "nothing to hide", "n": 1}]
+    backend.history = lambda limit: leaky  # type: ignore[method-assign]
+    async with api(backend) as client:
+        text = await (await client.get("/history")).text()
+    assert "hunter2" not in text and "tok-123" not in text
+    assert json.loads(text)["events"][1] == leaky[1]
