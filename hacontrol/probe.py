@@ -171,9 +171,7 @@ class NodeProber:
         started = self._clock()
         try:
             async with asyncio.timeout(self.timeout):
-                row = await self._query()
-                if heartbeat and row["in_recovery"] is False:
-                    await self._heartbeat()
+                row = await self._query(heartbeat)
                 history = await self._timeline_history(row)
         except asyncio.CancelledError:
             await self._drop()
@@ -212,7 +210,10 @@ class NodeProber:
                 self._history[key] = None
         return self._history[key]
 
-    async def _query(self) -> Any:
+    async def _query(self, heartbeat: bool = False) -> Any:
+        """The probe row; with ``heartbeat``, after the heartbeat commit, so that the
+        primary's reported position already includes it (a replica that received the
+        heartbeat never reads as ahead of its primary)."""
         if self._conn is None or self._conn.is_closed():
             conn = await connect(self.spec.dsn, self.timeout)
             try:
@@ -223,11 +224,14 @@ class NodeProber:
                 conn.terminate()
                 raise
             self._conn = conn
+        if heartbeat:
+            await self._heartbeat()
         return await self._conn.fetchrow(PROBE_SQL)
 
     async def _heartbeat(self) -> None:
         assert self._conn is not None
-        # A fenced (read-only) primary refuses writes; liveness was already shown.
+        # A fenced (read-only) primary refuses writes, and so does a node that is a
+        # replica by now: the probe row that follows shows what it is.
         with contextlib.suppress(asyncpg.PostgresError):
             await self._conn.execute(HEARTBEAT_SQL)
 

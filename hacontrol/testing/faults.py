@@ -368,16 +368,17 @@ class Trial:
 
     def promotions(self, since: float, old: str = "pg1") -> list[str]:
         """Nodes promoted since ``since``: promote_succeeded records, a completed
-        switchover, plus a node a restarted controller adopted as the new primary
-        because its predecessor died between pg_promote and the journal record."""
+        switchover, plus a node a restarted controller took over as the new primary
+        because its predecessor died between pg_promote and the journal record (it
+        completes the failover it resumed, or adopts the node)."""
         promoted: list[str] = []
         for r in self.records():
             if self._mono(r) < since:
                 continue
             node, kind = str(r.get("node")), r.get("kind")
-            adopted = kind == "primary_adopted" and node != old and node not in promoted
+            taken_over = kind in ("primary_adopted", "failover_completed") and node != old
             switched = kind == "switchover_completed" and node != old
-            if kind == "promote_succeeded" or adopted or switched:
+            if kind == "promote_succeeded" or switched or (taken_over and node not in promoted):
                 promoted.append(node)
         return promoted
 
@@ -580,9 +581,8 @@ class Trial:
                 f"{self.t.impairment} on {seen} packets ({dropped} dropped)")
         elif name == "controller-kill":
             pg1.kill()
-            # Killed with the promotion in flight. (Killed between failover_started
-            # and the Promote action, a restarted controller sees an unresolved
-            # failover and holds off until the cool-down ends: see docs/reliability.md.)
+            # Killed with the promotion in flight: the restarted controller resumes the
+            # failover (re-drives it to the same candidate, or completes it).
             started = self._wait_record(
                 lambda r: r.get("kind") == "action_started" and r.get("action") == "Promote",
                 self.t.react, fault_at)
