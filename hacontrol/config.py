@@ -1522,7 +1522,8 @@ def _rejoin_lines(config: Config) -> list[str]:
     if capable:
         how = "rewind" + (", then a base backup if that fails" if rj.allow_basebackup else "")
         when = (
-            "automatically after a failover, once per fence, and on 'hacontrol rejoin NODE'"
+            "automatically after a failover (a failed attempt retried up to 5 times, after"
+            " 5, 10, 20 and 40 s), and on 'hacontrol rejoin NODE'"
             if rj.automatic
             else "on 'hacontrol rejoin NODE' (automatic rejoin is off)"
         )
@@ -1589,9 +1590,10 @@ def explain(config: Config) -> str:
         "consecutive healthy probes",
         "candidates:",
         f"  reachable replicas with priority > 0, at most {_bytes(f.max_lag_bytes)} behind; "
-        "most WAL first, then priority, then name",
+        "most WAL first, then the least WAL left to replay, then priority, then name",
         f"  at most one failover in flight; {_seconds(t.cooldown)} cool-down between automatic "
-        f"failovers; a promotion not complete after {_seconds(t.promote_timeout)} is abandoned",
+        f"failovers; a promotion not complete after {_seconds(t.promote_timeout)} is sent once"
+        " more, then abandoned (no other node is promoted while it may still land)",
     ]
     if f.failback and config.mode is FailoverMode.AUTOMATIC:
         lines.append(

@@ -1638,7 +1638,8 @@ class _Round:
 
     def consider_rejoin(self) -> None:
         """Automatic rejoin: a fenced node whose driver can rejoin it is brought back as
-        a replica of the primary, once per fence, when the primary is settled (no
+        a replica of the primary (a failed attempt again after a back-off, at most
+        REJOIN_ATTEMPTS in a row), when the primary is settled (no
         change of primary in flight or just made) and reachable. Not while paused,
         nor for a node in maintenance (an operator is working on it)."""
         settings = self.settings

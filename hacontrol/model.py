@@ -180,7 +180,8 @@ class DecisionSettings:
     max_lag_bytes: int = 16 * 1024 * 1024
     # Minimum time between two automatic failovers.
     cooldown_s: float = 300.0
-    # A promotion not observed to complete within this long is abandoned.
+    # A promotion not observed to complete within this long is sent once more (to the
+    # same candidate), and abandoned after as long again.
     promote_timeout_s: float = 30.0
     # At most one repoint of the same replica within this long.
     repoint_retry_s: float = 5.0
@@ -202,7 +203,7 @@ class DecisionSettings:
     # A reachable replica that does not stream from the primary yet (being repointed
     # after a failover) stays a synchronous member this long before it is dropped.
     sync_grace_s: float = 5.0
-    # Rejoin a fenced old primary by itself (once per fence), when its node is in
+    # Rejoin a fenced old primary by itself (retried with back-off), when its node is in
     # ``rejoin_nodes``: the nodes whose driver can run the rejoin procedure.
     rejoin_automatic: bool = True
     rejoin_nodes: frozenset[str] = frozenset()

@@ -570,7 +570,10 @@ def test_explain_summarises_the_configuration(tmp_path: Path) -> None:
         "declared failed after 3 failed probes spanning >= 0.5 s, about 0.6 s (4 probes) at a "
         "0.2 s interval, then confirmed by the replicas" in out
     )
-    assert "at most 16 MiB behind; most WAL first, then priority, then name" in out
+    assert (
+        "at most 16 MiB behind; most WAL first, then the least WAL left to replay, then"
+        " priority, then name" in out
+    )
     assert "pre_promote: /usr/local/bin/stonith --host $HACONTROL_OLD_PRIMARY" in out
     assert "fence: (none)" in out
     assert "wal_receiver_timeout = 2000ms, wal_sender_timeout = 10000ms" in out
