@@ -25,6 +25,7 @@ import pytest
 
 from hacontrol.cli import render_status
 from hacontrol.testing import LocalCluster
+from tests.terminal_support import on_terminal as run_on_terminal
 
 from .operator_support import ServiceThread, write_config
 from .support import kinds, wait_until
@@ -57,38 +58,10 @@ def on_terminal(config: Path, args: Sequence[str], answer: bytes,
                 timeout: float = CLI_TIMEOUT_S) -> tuple[int, str, str]:
     """The CLI with a terminal as stdin and stderr, ``answer`` typed into it;
     (exit code, stdout, what the terminal showed)."""
-    master, slave = pty.openpty()
-    shown = b""
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hacontrol", *args, "--config", str(config)],
-            stdin=slave, stdout=subprocess.PIPE, stderr=slave, env=cli_env(),
-        )
-        os.close(slave)
-        slave = -1
-        os.write(master, answer)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # every end of the terminal is closed: the command ended
-                    break
-                shown += chunk
-            elif proc.poll() is not None:
-                break
-        try:
-            out = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        return proc.returncode, out.decode(errors="replace"), shown.decode(errors="replace")
-    finally:
-        if slave >= 0:
-            os.close(slave)
-        os.close(master)
+    return run_on_terminal(
+        [sys.executable, "-m", "hacontrol", *args, "--config", str(config)],
+        answer, timeout, env=cli_env(),
+    )
 
 
 def table(text: str) -> dict[str, dict[str, str]]:

@@ -2,12 +2,10 @@ import json
 import os
 import pty
 import re
-import select
 import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +18,7 @@ from click.testing import CliRunner
 
 from hacontrol import cli
 from hacontrol.cli import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, main
+from tests.terminal_support import on_terminal
 
 GOOD = """
 [[nodes]]
@@ -469,40 +468,6 @@ def test_the_prompt_needs_a_real_terminal_on_stdin(tmp_path: Path) -> None:
     assert scripted.returncode == 0, scripted.stdout + scripted.stderr
     assert "Proceed?" not in scripted.stdout + scripted.stderr
     assert [r[1] for r in api.requests if r[0] == "POST"] == ["/switchover", "/switchover"]
-
-
-def on_terminal(command: list[str], answer: bytes, timeout: float = 60) -> tuple[int, str, str]:
-    """Run ``command`` with a terminal as stdin and stderr, ``answer`` typed into it;
-    (exit code, stdout, what the terminal showed)."""
-    master, slave = pty.openpty()
-    shown = b""
-    try:
-        proc = subprocess.Popen(command, stdin=slave, stdout=subprocess.PIPE, stderr=slave)
-        os.close(slave)
-        slave = -1
-        os.write(master, answer)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # every end of the terminal is closed: the command ended
-                    break
-                shown += chunk
-            elif proc.poll() is not None:
-                break
-        try:
-            out = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        return proc.returncode, out.decode(errors="replace"), shown.decode(errors="replace")
-    finally:
-        if slave >= 0:
-            os.close(slave)
-        os.close(master)
 
 
 # ---------------------------------------------------------------- the status view
