@@ -840,3 +840,34 @@ def test_a_zombie_lock_file_stays_while_a_process_still_works_in_the_directory(
         orphan.kill()
         orphan.wait(5)
         child.wait(5)
+
+
+async def test_discard_promote_removes_the_request_of_a_stopped_node_only(tmp_path: Path) -> None:
+    data = tmp_path / "main"
+    data.mkdir()
+    (data / "PG_VERSION").write_text("15\n")
+    (data / "promote.signal").write_text("")
+    driver = LocalDriver("pg1", data, bindir=tmp_path / "nobin",
+                         os_user=None if os.geteuid() != 0 else "root")
+    assert driver.can(Step.DISCARD_PROMOTE)
+    # A running server (a live PID in its lock file): never touched.
+    (data / "postmaster.pid").write_text(f"{os.getpid()}\n{data}\n")
+    refused = await driver.discard_promote()
+    assert not refused.ok and (data / "promote.signal").exists()
+    (data / "postmaster.pid").unlink()
+    done = await driver.discard_promote()
+    assert done.ok and "promote.signal removed" in done.detail
+    assert not (data / "promote.signal").exists()
+    again = await driver.discard_promote()
+    assert again.ok and "no promote.signal" in again.detail
+
+
+async def test_standby_config_drops_a_leftover_promote_request(tmp_path: Path) -> None:
+    data = tmp_path / "main"
+    data.mkdir()
+    (data / "PG_VERSION").write_text("15\n")
+    (data / "promote.signal").write_text("")
+    driver = LocalDriver("pg1", data, bindir="/nonexistent",
+                         os_user=None if os.geteuid() != 0 else "root")
+    assert (await driver.write_standby_config("host=db2 port=5432")).ok
+    assert (data / "standby.signal").exists() and not (data / "promote.signal").exists()
