@@ -11,13 +11,10 @@ import pty
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ import pytest
 
 from hacontrol.cli import render_status
 from hacontrol.testing import LocalCluster
+from tests.proxy_support import proxy_listener
 from tests.terminal_support import on_terminal as run_on_terminal
 
 from .operator_support import ServiceThread, write_config
@@ -158,42 +156,6 @@ def test_status_through_an_outage_a_failover_and_the_old_primary_back(
         assert cells[new]["TL"] == "2"
         wide = cli(config, "status", env=cli_env(COLUMNS="140"))
         assert "BREAKER" in wide.stdout.splitlines()[1] + wide.stdout.splitlines()[2]
-
-
-@contextmanager
-def proxy_listener() -> Iterator[tuple[str, list[bytes]]]:
-    """A TCP listener standing in for an HTTP proxy; records what each connection sends."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.settimeout(0.1)
-    seen: list[bytes] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(2)
-                try:
-                    seen.append(conn.recv(65536))
-                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-                except OSError:
-                    seen.append(b"")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", seen
-    finally:
-        stop.set()
-        thread.join(5)
-        sock.close()
 
 
 def test_the_cli_never_reaches_the_controller_through_an_environment_proxy(

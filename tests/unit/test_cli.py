@@ -2,7 +2,6 @@ import json
 import os
 import pty
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from click.testing import CliRunner
 
 from hacontrol import cli
 from hacontrol.cli import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, main
+from tests.proxy_support import proxy_listener
 from tests.terminal_support import on_terminal
 
 GOOD = """
@@ -242,44 +242,6 @@ def test_every_operator_command_is_there() -> None:
 # ---------------------------------------------------------------- never through a proxy
 
 PROXY_VARS = ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "https_proxy", "HTTPS_PROXY")
-
-
-@contextmanager
-def proxy_listener() -> Iterator[tuple[str, list[bytes]]]:
-    """A TCP listener standing in for an HTTP proxy: it records what each connection
-    sends and answers 502. Yields its URL and the recordings."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.settimeout(0.1)
-    seen: list[bytes] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(2)
-                try:
-                    seen.append(conn.recv(65536))
-                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n"
-                                 b"Connection: close\r\n\r\n")
-                except OSError:
-                    seen.append(b"")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", seen
-    finally:
-        stop.set()
-        thread.join(5)
-        sock.close()
 
 
 def proxy_env(url: str) -> dict[str, str | None]:
