@@ -26,24 +26,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from hacontrol.testing.processes import ChildProcess
 
 HEALTH_PATHS = ("/health", "/nodes/pg1/primary")
 PROBE_EVERY_S = 0.05
@@ -108,10 +106,12 @@ def serve(config_path: Path, before: bool, rounds_out: Path) -> int:
     """Run the controller service; with ``before``, GET /history as it was."""
     from aiohttp import web
 
-    from hacontrol import api
     from hacontrol.config import load_config
-    from hacontrol.logs import configure_logging
-    from hacontrol.service import Service
+    from hacontrol.service import api
+    from hacontrol.service.api_history import DEFAULT_HISTORY, MAX_HISTORY
+    from hacontrol.service.api_input import int_param
+    from hacontrol.service.logs import configure_logging
+    from hacontrol.service.service import Service
 
     config = load_config(config_path)
     configure_logging("warning", json=True)
@@ -119,7 +119,7 @@ def serve(config_path: Path, before: bool, rounds_out: Path) -> int:
         journal_path = Path(config.journal)
 
         async def legacy_history(request: web.Request) -> web.Response:
-            limit = api._int_param(request, "limit", 1, api.MAX_HISTORY) or api.DEFAULT_HISTORY
+            limit = int_param(request, "limit", 1, MAX_HISTORY) or DEFAULT_HISTORY
             return api._json({"events": legacy_read(journal_path, limit)})
 
         api._history = legacy_history  # type: ignore[assignment]
@@ -202,36 +202,10 @@ async def fire(base: str, parallel: int, waves: int, run: Run) -> None:
             await asyncio.sleep(0.5)
 
 
-def wait_http(base: str, path: str, timeout: float) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with opener.open(base + path, timeout=2) as resp:
-                if resp.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
-@contextlib.contextmanager
-def child(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess of this script, stopped by its PID on exit (SIGTERM, then SIGKILL)."""
-    with log.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, __file__, *args], stdout=sink,
-                                stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+def child(args: list[str], log: Path) -> ChildProcess:
+    """This script run again as a child with ``args``, stopped by its PID (SIGTERM,
+    then SIGKILL) when its ``with`` block ends."""
+    return ChildProcess([sys.executable, __file__, *args], log, stop_timeout=STOP_TIMEOUT_S)
 
 
 def measure(config: Path, work: Path, mode: str, parallel: int, waves: int) -> Run:
@@ -247,9 +221,9 @@ def measure(config: Path, work: Path, mode: str, parallel: int, waves: int) -> R
     serve_args = ["--serve", str(config), "--rounds-out", str(rounds_out)]
     with child(serve_args + (["--before"] if mode == "before" else []),
                work / f"controller-{mode}.log") as server:
-        if not wait_http(base, "/nodes/pg1/primary", START_TIMEOUT_S):
+        if not server.wait_http(base + "/nodes/pg1/primary", START_TIMEOUT_S):
             raise RuntimeError(f"the controller did not adopt pg1; see {work}/controller-{mode}"
-                               f".log (exit {server.poll()})")
+                               f".log (exit {server.returncode()})")
         with child(["--probe", base, "--stop-file", str(stop_file), "--out", str(samples_out)],
                    work / f"prober-{mode}.log") as prober:
             time.sleep(3.0)  # idle baseline
@@ -258,8 +232,7 @@ def measure(config: Path, work: Path, mode: str, parallel: int, waves: int) -> R
             load_to = time.time()
             time.sleep(1.0)
             stop_file.touch()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                prober.wait(REQUEST_TIMEOUT_S)
+            prober.wait_exit(REQUEST_TIMEOUT_S)
         run.load_s = load_to - load_from
     samples = json.loads(samples_out.read_text()) if samples_out.exists() else []
     for sent, path, seconds, status in samples:
@@ -342,7 +315,7 @@ def main() -> int:
         return probe(args.probe, args.stop_file, args.out)
 
     from hacontrol.testing import LocalCluster
-    from hacontrol.testing.local_cluster import free_port
+    from hacontrol.testing.local_node import free_port
 
     modes = ["before", "after"] if args.compare else ["before" if args.before else "after"]
     explicit_waves = "--waves" in sys.argv

@@ -14,7 +14,7 @@ Needs root (namespaces, veth, iptables). Exit status 1 when a trial broke or a
 required zero was missed: a failover that should not have happened or did not
 happen, a split-brain window after the fence, or a lost write in quorum mode.
 Asynchronous mode loses acknowledged writes by design; they are reported.
-Some faults expect more (their ``Fault`` in hacontrol/testing/faults.py): no
+Some faults expect more (their ``Fault`` in hacontrol/testing/fault_catalog.py): no
 lost write in other modes too, a given final primary, a node left fenced, one
 writable node at the end that is the controller's primary, an RTO bound.
 """
@@ -32,15 +32,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from hacontrol.testing.faults import (
+from hacontrol.testing.fault_catalog import (
     FAULTS,
     MODES,
     Fault,
     Timings,
-    Trial,
     TrialResult,
     mode_unavailable,
 )
+from hacontrol.testing.faults import Trial
 from hacontrol.testing.netns import unavailable_reason
 
 # The CI subset: every fault of the original matrix once in async mode (netem

@@ -13,7 +13,7 @@ controller runs with [replication] synchronous = "quorum", quorum = 1: lost writ
 must then be 0 (exit 1 otherwise).
 
     python checks/failover_drill.py --trials 5 [--fault kill|stop] [--profile default|fast]
-        [--sync off|quorum]
+        [--sync off|quorum] [--slots on|off]
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hacontrol.testing import LocalCluster
-from hacontrol.testing.workload import Writer, create_table, lost_writes, read_ids, recovery_time
+from hacontrol.testing.checker import lost_writes, recovery_time
+from hacontrol.testing.workload import Writer, create_table, read_ids
 
 # The documented fast profile (docs/configuration.md): shorter interval and window.
 PROFILES: dict[str, str] = {
@@ -41,11 +42,12 @@ PROFILES: dict[str, str] = {
 }
 
 
-# [replication] for --sync (docs/synchronous.md).
+# [replication] keys for --sync (docs/synchronous.md) and --slots (docs/slots.md).
 SYNC_MODES: dict[str, str] = {
     "off": "",
-    "quorum": '[replication]\nsynchronous = "quorum"\nquorum = 1\n',
+    "quorum": 'synchronous = "quorum"\nquorum = 1\n',
 }
+SLOTS: dict[str, str] = {"on": "", "off": "slots = false\n"}
 
 
 @dataclass
@@ -89,7 +91,9 @@ def _wait_journal(path: Path, kind: str, timeout: float) -> bool:
     return False
 
 
-def run_trial(fault: str, profile: str, workdir: Path, sync: str = "off") -> Trial:
+def run_trial(
+    fault: str, profile: str, workdir: Path, sync: str = "off", slots: str = "on"
+) -> Trial:
     with LocalCluster(nodes=3, sync=sync == "quorum") as cluster:
         config = workdir / "hacontrol.toml"
         journal = workdir / "journal.jsonl"
@@ -98,7 +102,7 @@ def run_trial(fault: str, profile: str, workdir: Path, sync: str = "off") -> Tri
             f'journal = "{journal}"\n' + cluster.config_toml() + PROFILES[profile]
             # The drill measures failover, not the API: no listener to collide with.
             + "\n[api]\nenabled = false\n"
-            + SYNC_MODES[sync]
+            + "[replication]\n" + SYNC_MODES[sync] + SLOTS[slots]
         )
         log = (workdir / "controller.log").open("w")
         proc = subprocess.Popen(
@@ -160,16 +164,18 @@ def main() -> int:
     parser.add_argument("--fault", choices=["kill", "stop"], default="kill")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
     parser.add_argument("--sync", choices=sorted(SYNC_MODES), default="off")
+    parser.add_argument("--slots", choices=sorted(SLOTS), default="on",
+                        help="member slots (the default) or none")
     args = parser.parse_args()
     results: list[Trial] = []
     print(f"failover drill: fault={args.fault} profile={args.profile} sync={args.sync} "
-          f"trials={args.trials}")
+          f"slots={args.slots} trials={args.trials}")
     print(f"{'trial':>5} {'rto_s':>7} {'declared_s':>10} {'promoted_s':>10} {'lost':>5} "
           f"{'acked':>6} new_primary")
     with tempfile.TemporaryDirectory(prefix="hacontrol-drill-") as tmp:
         os.chmod(tmp, 0o755)
         for i in range(1, args.trials + 1):
-            trial = run_trial(args.fault, args.profile, Path(tmp), args.sync)
+            trial = run_trial(args.fault, args.profile, Path(tmp), args.sync, args.slots)
             results.append(trial)
             print(f"{i:>5} {_fmt(trial.rto_s):>7} {_fmt(trial.declared_s):>10} "
                   f"{_fmt(trial.promoted_s):>10} {trial.lost:>5} {trial.acked:>6} "

@@ -23,7 +23,7 @@ a write or had two writable primaries.
     python checks/switchover_drill.py --trials 5 --via api
 
 The switchover is driven through a :class:`Switcher`: ``--via procedure`` runs
-the procedure (:func:`hacontrol.switchover.run_switchover`) in this process;
+the procedure (:func:`hacontrol.io.procedures.switchover.run_switchover`) in this process;
 ``--via api`` starts the controller service on the cluster (local drivers from
 ``LocalCluster.config_toml(drivers=True)``, its API on a loopback port) and
 asks it with ``POST /switchover``, then follows ``GET /status`` until the
@@ -49,24 +49,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hacontrol.actions import OutcomeStatus, Switchover
 from hacontrol.config import load_config
-from hacontrol.drivers.local import LocalDriver
-from hacontrol.journal import Journal
-from hacontrol.logs import configure_logging
-from hacontrol.sdnotify import Notifier
-from hacontrol.service import Service
-from hacontrol.switchover import SwitchoverContext, run_switchover
+from hacontrol.core.actions import Switchover
+from hacontrol.core.results import OutcomeStatus
+from hacontrol.io.drivers.local import LocalDriver
+from hacontrol.io.journal import Journal
+from hacontrol.io.procedures.switchover import SwitchoverContext, run_switchover
+from hacontrol.service.logs import configure_logging
+from hacontrol.service.sdnotify import Notifier
+from hacontrol.service.service import Service
 from hacontrol.testing import LocalCluster
-from hacontrol.testing.local_cluster import free_port
-from hacontrol.testing.workload import (
-    Ack,
-    Writer,
-    brain_windows,
-    create_table,
-    lost_writes,
-    read_ids,
-)
+from hacontrol.testing.checker import Ack, brain_windows, lost_writes
+from hacontrol.testing.local_node import free_port
+from hacontrol.testing.workload import Writer, create_table, read_ids
 
 # The procedure's step marks, in order; a phase is the time from the previous mark.
 PHASES = (

@@ -1,3 +1,5 @@
-from hacontrol.cli import main
+"""``python -m hacontrol``: the ``hacontrol`` command."""
+
+from hacontrol.cli.main import main
 
 main()

@@ -1,10 +1,13 @@
-"""Test support: real local PostgreSQL clusters, a fault-injecting TCP proxy, a
-write workload with its checker, and (with Docker) containerised clusters."""
+"""Test support: real local PostgreSQL clusters, real etcd clusters, a fault-injecting
+TCP proxy, a write workload with its checker, and (with Docker) containerised clusters."""
 
 from typing import TYPE_CHECKING, Any
 
-from hacontrol.testing.local_cluster import ClusterError, LocalCluster, Node
-from hacontrol.testing.pgbin import PgBin, PgBinError, find_pgbin
+from hacontrol.io.host.pgbin import PgBin, PgBinError, find_pgbin
+from hacontrol.testing.cluster_queries import ClusterError
+from hacontrol.testing.etcd_cluster import EtcdCluster
+from hacontrol.testing.local_cluster import LocalCluster
+from hacontrol.testing.local_node import Node
 from hacontrol.testing.proxy import TcpProxy
 
 if TYPE_CHECKING:
@@ -13,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ClusterError",
     "DockerCluster",
+    "EtcdCluster",
     "LocalCluster",
     "Node",
     "PgBin",

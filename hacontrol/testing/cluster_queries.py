@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 import psycopg
 
-from hacontrol.model import NodeSpec, parse_lsn
+from hacontrol.core.model import NodeSpec, parse_lsn
+from hacontrol.io.dsn import node_spec
 
 
 class ClusterError(RuntimeError):
@@ -181,5 +182,5 @@ class ClusterQueries:
     def node_specs(self) -> tuple[NodeSpec, ...]:
         """The nodes as the controller's :class:`NodeSpec` tuples."""
         return tuple(
-            NodeSpec(n.name, n.dsn, replication_dsn=n.replication_dsn) for n in self.nodes
+            node_spec(n.name, n.dsn, replication_dsn=n.replication_dsn) for n in self.nodes
         )

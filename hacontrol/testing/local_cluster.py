@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,276 +32,24 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import psycopg
 
+from hacontrol.core.slot_names import member_slot_name
+from hacontrol.io.host.pgbin import PgBin, find_pgbin
+from hacontrol.io.host.runas import Owner, data_owner
 from hacontrol.testing import processes
+from hacontrol.testing.cluster_config import controller_toml
 from hacontrol.testing.cluster_queries import ClusterError as ClusterError
-from hacontrol.testing.cluster_queries import ClusterQueries, NodeQueries
+from hacontrol.testing.cluster_queries import ClusterQueries
+from hacontrol.testing.local_node import DEFAULT_SETTINGS, NODE_CONF, conf_quote, port_in_use
+from hacontrol.testing.local_node import HOST as HOST
+from hacontrol.testing.local_node import Node as Node
+from hacontrol.testing.local_node import free_port as free_port
 from hacontrol.testing.netns import Namespace, NetLab
-from hacontrol.testing.pgbin import PgBin, find_pgbin
-from hacontrol.testing.runas import Owner, data_owner
 from hacontrol.testing.sysv import remove_stale_segment
 
-HOST = "127.0.0.1"
 STATE_FILE = "cluster.json"
-NODE_CONF = "postgresql.node.conf"
-
-# Defaults for every node; ``settings=`` overrides or extends them.
-DEFAULT_SETTINGS: dict[str, str] = {
-    "listen_addresses": HOST,
-    "wal_level": "replica",
-    "max_wal_senders": "10",
-    "max_replication_slots": "10",
-    # pg_rewind of a failed primary needs the WAL since the fork on the new primary.
-    "wal_keep_size": "512MB",
-    "wal_log_hints": "on",
-    "hot_standby": "on",
-    "hot_standby_feedback": "off",
-    "max_connections": "50",
-    "shared_buffers": "32MB",
-    "logging_collector": "off",
-    # Faults here are process deaths, never host crashes, so the page cache keeps
-    # every write; without fsync, setup and checkpoints are several times faster.
-    "fsync": "off",
-    "log_line_prefix": "%m [%p] %q%a ",
-    "log_checkpoints": "off",
-}
-
-STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def port_in_use(port: int) -> bool:
-    """True when something already listens on 127.0.0.1:``port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return True
-    return False
-
-
-class Node(NodeQueries):
-    """One PostgreSQL server of a :class:`LocalCluster`."""
-
-    def __init__(
-        self, cluster: LocalCluster, name: str, port: int, netns: Namespace | None = None
-    ) -> None:
-        self.cluster = cluster
-        self.name = name
-        self.port = port
-        self.netns = netns
-        self.host = netns.address if netns is not None else HOST
-        self.data_dir = cluster.base_dir / name
-        self.log_path = cluster.base_dir / f"{name}.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._frozen: list[int] = []
-
-    def __repr__(self) -> str:
-        return f"Node({self.name!r}, port={self.port})"
-
-    # -- addresses -------------------------------------------------------------------
-
-    @property
-    def dsn(self) -> str:
-        """libpq key/value DSN of this node."""
-        return f"host={self.host} port={self.port} user=postgres dbname=postgres"
-
-    @property
-    def replication_dsn(self) -> str:
-        """How a replica reaches this node (primary_conninfo without application_name)."""
-        return f"host={self.host} port={self.port} user=postgres"
-
-    @property
-    def bindir(self) -> Path:
-        """The PostgreSQL ``bin`` directory this node runs from."""
-        return self.cluster.pgbin.bindir
-
-    @property
-    def owner(self) -> Owner:
-        """The OS user that owns the data directory and runs the server."""
-        return self.cluster.owner
-
-    # -- processes -------------------------------------------------------------------
-
-    def pid(self) -> int | None:
-        """The postmaster's PID, or None when it is not running. Read from
-        postmaster.pid and checked against /proc, so a server restarted by other
-        means (pg_ctl) is found too."""
-        if self._proc is not None and self._proc.poll() is not None:
-            self._proc = None
-        try:
-            first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
-            pid = int(first)
-        except (OSError, ValueError):
-            return None
-        if not processes.alive(pid) or not processes.is_postgres(pid):
-            return None
-        where = processes.cwd(pid)
-        if where is not None and os.path.realpath(where) != os.path.realpath(self.data_dir):
-            return None
-        return pid
-
-    def child_pids(self) -> list[int]:
-        """PIDs of the postmaster's live descendants."""
-        pid = self.pid()
-        return processes.children(pid) if pid is not None else []
-
-    def all_pids(self) -> list[int]:
-        """The postmaster and its descendants."""
-        pid = self.pid()
-        return [pid, *processes.children(pid)] if pid is not None else []
-
-    def is_running(self) -> bool:
-        """True while the postmaster exists (a frozen one counts as running)."""
-        return self.pid() is not None
-
-    @property
-    def frozen(self) -> bool:
-        """True between :meth:`freeze` and :meth:`thaw`."""
-        return bool(self._frozen)
-
-    def start(self, timeout: float = 30.0) -> int:
-        """Start the server and wait until it accepts connections; returns its PID."""
-        if self.pid() is not None:
-            raise ClusterError(f"{self.name} is already running")
-        # A SIGKILLed postmaster leaves its pid file; its PID may since belong to
-        # another process, which would make postgres refuse to start.
-        (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
-        argv = [self.cluster.pgbin.path("postgres"), "-D", str(self.data_dir)]
-        with self.log_path.open("ab") as log:
-            if self.netns is None:
-                self._proc = self.owner.popen(
-                    argv, cwd=self.data_dir, stdout=log, stderr=subprocess.STDOUT,
-                    new_session=True,
-                )
-            else:
-                self._proc = self._popen_in_netns(argv, log)
-        self._wait_ready(self._proc, timeout)
-        self.cluster._record_pid(self, self._proc.pid)
-        return self._proc.pid
-
-    def _popen_in_netns(self, argv: list[str], log: Any) -> subprocess.Popen[bytes]:
-        # `ip netns exec` needs root, so the switch to the data directory's owner
-        # happens after it (setpriv). Both exec without forking: the PID we get is
-        # the postmaster's.
-        assert self.netns is not None
-        owner = self.owner
-        drop = [] if owner.is_current else [
-            "setpriv", f"--reuid={owner.uid}", f"--regid={owner.gid}", "--clear-groups", "--"
-        ]
-        return subprocess.Popen(
-            [*self.netns.exec_argv(), *drop, *argv],
-            cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=owner.env(), start_new_session=True,
-        )
-
-    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
-        pidfile = self.data_dir / "postmaster.pid"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise ClusterError(
-                    f"{self.name} exited with {proc.returncode} while starting:\n{self.log_tail()}"
-                )
-            try:
-                lines = pidfile.read_text().splitlines()
-            except OSError:
-                lines = []
-            # Line 8 is the postmaster's status: "ready" (primary) or "standby".
-            if (
-                len(lines) >= 8
-                and lines[0] == str(proc.pid)
-                and lines[7].strip() in ("ready", "standby")
-            ):
-                return
-            time.sleep(0.01)
-        processes.kill_tree(proc.pid)
-        raise ClusterError(
-            f"{self.name} did not accept connections within {timeout:g} s:\n{self.log_tail()}"
-        )
-
-    def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
-        """Shut the server down (``smart``, ``fast`` or ``immediate``) and wait until
-        every process of it is gone. A frozen server is thawed first."""
-        if mode not in STOP_SIGNALS:
-            raise ValueError(f"unknown stop mode {mode!r}; use one of {sorted(STOP_SIGNALS)}")
-        if self._frozen:
-            self.thaw()
-        pids = self.all_pids()
-        if not pids:
-            return
-        processes.send(pids[:1], STOP_SIGNALS[mode])
-        left = processes.wait_gone(pids, timeout)
-        self._reap()
-        if left:
-            raise ClusterError(f"{self.name} did not stop ({mode}) within {timeout:g} s: {left}")
-
-    def kill(self) -> list[int]:
-        """SIGKILL the postmaster and every child at once, as a host death; returns
-        the PIDs killed."""
-        pid = self.pid()
-        if pid is None:
-            return []
-        self._frozen = []
-        killed = processes.kill_tree(pid)
-        self._reap()
-        return killed
-
-    def freeze(self) -> list[int]:
-        """SIGSTOP the postmaster and every child (a hung server); returns the PIDs.
-        Connections are still accepted by the kernel but never answered."""
-        pid = self.pid()
-        if pid is None:
-            raise ClusterError(f"{self.name} is not running")
-        # Stop the postmaster first so it cannot fork while its children are listed.
-        processes.send([pid], signal.SIGSTOP)
-        processes.wait_stopped(pid, 1.0)
-        kids = processes.children(pid)
-        processes.send(kids, signal.SIGSTOP)
-        self._frozen = [pid, *kids]
-        # Signal delivery is asynchronous: return only once every process is stopped.
-        for p in kids:
-            processes.wait_stopped(p, 1.0)
-        return list(self._frozen)
-
-    def thaw(self) -> None:
-        """SIGCONT everything :meth:`freeze` stopped."""
-        frozen, self._frozen = self._frozen, []
-        pid = self.pid()
-        kids = processes.children(pid) if pid is not None else []
-        rest = [p for p in dict.fromkeys([*frozen[1:], *kids])]
-        processes.send(rest, signal.SIGCONT)
-        processes.send(frozen[:1] or ([pid] if pid else []), signal.SIGCONT)
-
-    def _reap(self) -> None:
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(0)
-            if self._proc.returncode is not None:
-                self._proc = None
-
-    # -- SQL (connect, query, is_primary, replay_lsn in NodeQueries) ------------------
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines of this node's server log."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
 
 class LocalCluster(ClusterQueries):
     """A primary (``pg1``) and ``nodes - 1`` streaming replicas (``pg2`` ...).
@@ -561,7 +308,7 @@ class LocalCluster(ClusterQueries):
             timeout=120,
             cwd=self.base_dir,
         )
-        conf = "".join(f"{k} = {_quote(v)}\n" for k, v in self._common_settings().items())
+        conf = "".join(f"{k} = {conf_quote(v)}\n" for k, v in self._common_settings().items())
         with (node.data_dir / "postgresql.conf").open("a") as f:
             f.write(f"\n# hacontrol test cluster\n{conf}include_if_exists = '{NODE_CONF}'\n")
         hba = (
@@ -579,9 +326,9 @@ class LocalCluster(ClusterQueries):
 
     def _write_node_conf(self, node: Node) -> None:
         path = node.data_dir / NODE_CONF
-        text = f"port = {node.port}\ncluster_name = {_quote(node.name)}\n"
+        text = f"port = {node.port}\ncluster_name = {conf_quote(node.name)}\n"
         if node.netns is not None:
-            text += f"listen_addresses = {_quote(node.host)}\n"
+            text += f"listen_addresses = {conf_quote(node.host)}\n"
         path.write_text(text)
         self.owner.chown(path)
 
@@ -592,6 +339,9 @@ class LocalCluster(ClusterQueries):
                 self.pgbin.path("pg_basebackup"),
                 "-d", f"{primary.replication_dsn} application_name={node.name}",
                 "-D", str(node.data_dir), "-R", "-X", "stream", "-c", "fast", "--no-sync",
+                # Its member slot, as the controller keeps it (docs/slots.md): a
+                # controller started on the cluster finds every replica set up.
+                "-C", "-S", member_slot_name(node.name),
             ],
             timeout=120,
             cwd=self.base_dir,
@@ -722,29 +472,7 @@ class LocalCluster(ClusterQueries):
         ``[nodes.driver]`` per node (data directory, binaries, owner, log), so the
         controller can rejoin nodes and stop an old primary in a switchover; not for
         nodes in network namespaces, whose servers the local driver cannot start."""
-        if drivers and any(n.netns is not None for n in self.nodes):
-            raise ClusterError("local drivers cannot start servers inside network namespaces")
-        lines = [f"{k} = {_toml_value(v)}" for k, v in extra.items()]
-        for n in self.nodes:
-            dsn = (dsns or {}).get(n.name, n.dsn)
-            lines += [
-                "",
-                "[[nodes]]",
-                f"name = {_toml_value(n.name)}",
-                f"dsn = {_toml_value(dsn)}",
-                f"replication_dsn = {_toml_value(n.replication_dsn)}",
-            ]
-            if drivers:
-                lines += [
-                    "[nodes.driver]",
-                    'kind = "local"',
-                    f"data_dir = {_toml_value(str(n.data_dir))}",
-                    f"bindir = {_toml_value(str(n.bindir))}",
-                    f"os_user = {_toml_value(n.owner.name)}",
-                    f"log_file = {_toml_value(str(n.log_path))}",
-                    "timeout = 30.0",
-                ]
-        return "\n".join(lines) + "\n"
+        return controller_toml(self.nodes, dsns=dsns, drivers=drivers, extra=extra)
 
 
 def _unreachable_parent(path: Path, owner: Owner) -> Path | None:
@@ -765,11 +493,3 @@ def _unreachable_parent(path: Path, owner: Owner) -> Path | None:
         if not ok:
             return parent
     return None
-
-
-def _toml_value(value: str | int | float | bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(value)

@@ -1,4 +1,5 @@
-"""Process-tree helpers over /proc: find, signal and wait for PIDs.
+"""Process helpers: the PID tree over /proc (find, signal and wait for PIDs), and
+child processes of a test or check (the controller above all) stopped by their PID.
 
 PostgreSQL puts children in their own process groups, so nothing here signals a
 group: every PID is signalled by itself. A zombie counts as dead.
@@ -9,9 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Iterable
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Self
 
 PROC = Path("/proc")
 
@@ -151,3 +158,143 @@ def kill_tree(pid: int, timeout: float = 5.0) -> list[int]:
     if left:
         raise RuntimeError(f"processes survived SIGKILL: {left}")
     return victims
+
+
+# -- child processes stopped by PID
+
+
+class ChildProcess:
+    """A program run as a child, signalled by its PID only; stdout to ``log``, stderr
+    to ``stderr`` (default: ``log`` as well), both appended. As a context manager it
+    is started on entry and stopped (SIGTERM, then SIGKILL after ``stop_timeout``
+    seconds) on exit, also on failure."""
+
+    def __init__(
+        self, argv: Sequence[str], log: Path, *, stderr: Path | None = None,
+        stop_timeout: float = 20.0,
+    ) -> None:
+        self.argv = list(argv)
+        self.stop_timeout = stop_timeout
+        self.stdout_path = log
+        self.stderr_path = stderr if stderr is not None else log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at: float | None = None
+        self.started_wall: float | None = None
+
+    def start(self) -> Self:
+        """Start the program (again, after it was stopped or killed)."""
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(self.stdout_path.open("ab"))
+            err = out if self.stderr_path == self.stdout_path else files.enter_context(
+                self.stderr_path.open("ab"))
+            self.started_at = time.monotonic()
+            self.started_wall = time.time()
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err,
+                                         stdin=subprocess.DEVNULL)
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's PID (None when it is not running)."""
+        return self.proc.pid if self.alive() and self.proc is not None else None
+
+    def alive(self) -> bool:
+        """Started and not exited yet."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def returncode(self) -> int | None:
+        """The exit status once the child has exited (None while it runs)."""
+        return self.proc.poll() if self.proc is not None else None
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the child while it runs."""
+        if self.alive():
+            assert self.proc is not None
+            os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL (no chance to clean up), and reap."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM and wait; SIGKILL if it does not stop in ``timeout`` seconds
+        (default: ``stop_timeout``)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(self.stop_timeout if timeout is None else timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code once it exited within ``timeout``; None while still running."""
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def wait_http(self, url: str, timeout: float) -> bool:
+        """Wait until GET ``url`` answers 200 (True), the child exits or ``timeout``
+        passes (False)."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.alive():
+            try:
+                with opener.open(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return True
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.2)
+        return False
+
+    def stderr(self) -> str:
+        """Everything the child wrote to stderr so far."""
+        path = self.stderr_path
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def output_tail(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of its stderr and stdout."""
+        text = self.stderr()
+        if self.stdout_path != self.stderr_path and self.stdout_path.exists():
+            text += self.stdout_path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class ControllerProcess(ChildProcess):
+    """``python -m hacontrol run --config CONFIG --json-logs`` as a :class:`ChildProcess`."""
+
+    def __init__(
+        self, config: Path, log: Path, *, stderr: Path | None = None,
+        stop_timeout: float = 20.0,
+    ) -> None:
+        super().__init__(
+            [sys.executable, "-m", "hacontrol", "run", "--config", str(config), "--json-logs"],
+            log, stderr=stderr, stop_timeout=stop_timeout,
+        )
+        self.config = config
+
+    def api_base(self) -> str:
+        """``http://host:port`` of the API the configuration enables."""
+        with self.config.open("rb") as f:
+            listen = tomllib.load(f)["api"]["listen"]
+        return f"http://{listen}"
+
+    def wait_api(self, path: str = "/health", timeout: float = 60.0) -> bool:
+        """Wait until the controller's API answers ``path`` with 200 (False: it exited,
+        or did not within ``timeout`` seconds)."""
+        return self.wait_http(self.api_base() + path, timeout)

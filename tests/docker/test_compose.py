@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from testcontainers.core.docker_client import DockerClient
 
-from hacontrol.testing.local_cluster import free_port
+from hacontrol.testing.local_node import free_port
 
 from .scenarios import wait_until
 

@@ -10,7 +10,8 @@ import pytest
 from testcontainers.core.docker_client import DockerClient
 
 from hacontrol.config import config_from_mapping
-from hacontrol.testing.docker_cluster import DockerCluster, DockerNode
+from hacontrol.testing.docker_cluster import DockerCluster
+from hacontrol.testing.docker_members import DockerNode
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(150)]
 

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from hacontrol.testing import LocalCluster
-from hacontrol.testing.docker_cluster import DockerCluster, DockerController
+from hacontrol.testing.docker_cluster import DockerCluster
+from hacontrol.testing.docker_members import DockerController
 from tests.integration.support import ControllerThread, make_config, promotions
 
 from .scenarios import (

@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 
 from hacontrol.testing.checker import Window
-from hacontrol.testing.faults import FAULTS, MODES, TrialResult
+from hacontrol.testing.fault_catalog import FAULTS, MODES, TrialResult
 
 CHAOS = Path(__file__).resolve().parents[2] / "checks" / "chaos.py"
 NEW_FAULTS = ("stray-promote", "replay-conflict", "controller-kill-switchover")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hacontrol.testing.faults import Timings, Trial
+from hacontrol.testing.fault_catalog import Timings
+from hacontrol.testing.faults import Trial
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 

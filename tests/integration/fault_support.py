@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,9 +18,9 @@ from typing import Any
 
 import psycopg
 
-from hacontrol.journal import Journal
-from hacontrol.testing import LocalCluster
-from hacontrol.testing.local_cluster import Node, free_port
+from hacontrol.io.journal import Journal
+from hacontrol.testing import LocalCluster, processes
+from hacontrol.testing.local_node import Node, free_port
 from hacontrol.testing.workload import CREATE_SQL, TABLE
 from tests.integration.support import wait_until
 
@@ -106,89 +105,13 @@ def settled_on(config: Path, primary: str) -> bool:
 # -- the controller as a subprocess --------------------------------------------------------
 
 
-class ControllerProcess:
-    """``hacontrol run --config CONFIG`` in a subprocess, signalled by its PID only.
-    stdout and stderr go to separate files; use as a context manager (SIGTERM, then
-    SIGKILL, on exit)."""
+class ControllerProcess(processes.ControllerProcess):
+    """``hacontrol run --config CONFIG`` in a subprocess, signalled by its PID only,
+    stdout and stderr in ``LABEL.out`` and ``LABEL.err`` in ``directory``; use as a
+    context manager (SIGTERM, then SIGKILL, on exit)."""
 
     def __init__(self, config: Path, directory: Path, label: str = "controller") -> None:
-        self.config = config
-        self.stdout_path = directory / f"{label}.out"
-        self.stderr_path = directory / f"{label}.err"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at: float | None = None
-        self.started_wall: float | None = None
-
-    def start(self) -> ControllerProcess:
-        with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
-            self.started_at = time.monotonic()
-            self.started_wall = time.time()
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hacontrol", "run", "--config", str(self.config),
-                 "--json-logs"],
-                stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-            )
-        return self
-
-    def __enter__(self) -> ControllerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def returncode(self) -> int | None:
-        return self.proc.poll() if self.proc is not None else None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            assert self.proc is not None
-            os.kill(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL (no chance to clean up), and reap."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM and wait; SIGKILL if it does not stop in ``timeout``."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-    def wait_exit(self, timeout: float) -> int | None:
-        """The exit code once it exited within ``timeout``; None while still running."""
-        if self.proc is None:
-            return None
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
-
-    def output_tail(self, lines: int = 15) -> str:
-        text = self.stderr() + (
-            self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
-        )
-        return "\n".join(text.splitlines()[-lines:])
+        super().__init__(config, directory / f"{label}.out", stderr=directory / f"{label}.err")
 
 
 def cli(config: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

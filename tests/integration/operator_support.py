@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from hacontrol.config import load_config
-from hacontrol.journal import Journal
-from hacontrol.sdnotify import Notifier
-from hacontrol.service import Service
+from hacontrol.io.journal import Journal
+from hacontrol.service.sdnotify import Notifier
+from hacontrol.service.service import Service
 from hacontrol.testing import LocalCluster
-from hacontrol.testing.local_cluster import free_port
+from hacontrol.testing.local_node import free_port
 
 TOKEN = "operator-token-0123456789abcdef"
 CLI_TIMEOUT_S = 60.0

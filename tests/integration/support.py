@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from hacontrol.config import Config, config_from_mapping
-from hacontrol.controller import Controller
-from hacontrol.journal import Journal
+from hacontrol.io.journal import Journal
+from hacontrol.service.controller import Controller
 from hacontrol.testing import LocalCluster
 
 
@@ -91,6 +91,19 @@ class ControllerThread:
     def journal(self) -> list[dict[str, Any]]:
         """Every journal record so far."""
         return Journal(self.config.journal).read()
+
+
+def watching(ct: ControllerThread, primary: str = "pg1") -> bool:
+    """True once ``primary`` is adopted and every other node was seen streaming from it.
+
+    A failure injected before that is judged without the replicas' history (they
+    neither confirm nor veto), which is not what a failover test means to test.
+    """
+    state = ct.ctl.state
+    if state.primary != primary:
+        return False
+    others = [n for n in ct.config.nodes if n.name != primary]
+    return all(state.health(n.name).streaming_from == primary for n in others)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from hacontrol.cli import main
+from hacontrol.cli.main import main
 from hacontrol.config import Config, load_config
-from hacontrol.sdnotify import Notifier
-from hacontrol.service import Service
+from hacontrol.service.sdnotify import Notifier
+from hacontrol.service.service import Service
 from hacontrol.testing import LocalCluster
-from hacontrol.testing.local_cluster import free_port
+from hacontrol.testing.local_node import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from hacontrol.cli import render_status
+from hacontrol.cli.render import render_status
 from hacontrol.testing import LocalCluster
 from tests.proxy_support import proxy_listener
 from tests.terminal_support import on_terminal as run_on_terminal

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from hacontrol.drivers import CommandDriverConfig, LocalDriverConfig, NodeDriver, build_driver
-from hacontrol.rejoin import rejoin
+from hacontrol.io.drivers import CommandDriverConfig, LocalDriverConfig, NodeDriver, build_driver
+from hacontrol.io.procedures.rejoin import rejoin
 from hacontrol.testing import LocalCluster
 
 pytestmark = pytest.mark.integration

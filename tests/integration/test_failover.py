@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hacontrol.journal import Journal
+from hacontrol.io.journal import Journal
 from hacontrol.testing import LocalCluster
 from hacontrol.testing.workload import create_table
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from hacontrol import act
+from hacontrol.io import steps as act
 from hacontrol.testing import LocalCluster
 
 pytestmark = pytest.mark.integration

@@ -7,24 +7,22 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import signal
-import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from hacontrol.journal import SNAPSHOT_KIND, Journal
+from hacontrol.core.recovery import SNAPSHOT_KIND
+from hacontrol.io.journal import Journal
 from hacontrol.testing import LocalCluster
+from hacontrol.testing.processes import ControllerProcess
 
 from .operator_support import TOKEN, ServiceThread, hacontrol, output, write_config
 from .support import kinds, wait_until
@@ -59,26 +57,6 @@ def get(url: str, timeout: float = REQUEST_TIMEOUT_S) -> tuple[int, Any, float]:
     return status, json.loads(raw) if raw else None, time.perf_counter() - started
 
 
-@contextmanager
-def controller(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``hacontrol run`` as a subprocess, stopped by its PID (SIGTERM, then SIGKILL)."""
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hacontrol", "run", "--config", str(config), "--json-logs"],
-            stdout=subprocess.DEVNULL, stderr=sink,
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
-
-
 def test_history_requests_on_a_big_journal_never_hold_up_checks_or_probes(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
@@ -88,11 +66,11 @@ def test_history_requests_on_a_big_journal_never_hold_up_checks_or_probes(
     text = config.read_text()
     listen = text.split('listen = "', 1)[1].split('"', 1)[0]
     base = f"http://{listen}"
-    with controller(config, tmp_path / "controller.log") as proc:
-        wait_until(lambda: proc.poll() is not None
+    with ControllerProcess(config, tmp_path / "controller.log", stop_timeout=30) as ctl:
+        wait_until(lambda: ctl.returncode() is not None
                    or get(f"{base}/nodes/pg1/primary", 2)[0] == 200,
                    60, "the controller to adopt pg1")
-        assert proc.poll() is None, (tmp_path / "controller.log").read_text()[-2000:]
+        assert ctl.returncode() is None, (tmp_path / "controller.log").read_text()[-2000:]
         rounds_before = get(f"{base}/health")[1]["rounds"]
         answers: list[tuple[int, int, int]] = []
         checks: list[tuple[int, float]] = []

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from hacontrol.testing import LocalCluster
-from tests.integration.support import ControllerThread, kinds, make_config, wait_until
+from tests.integration.support import ControllerThread, kinds, make_config, wait_until, watching
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -35,7 +35,7 @@ def test_a_hung_old_primary_waking_during_a_slow_role_change_hook_is_fenced_at_o
     )
     old = cluster.node("pg1")
     with ControllerThread(config) as ct:
-        wait_until(lambda: ct.ctl.state.primary == "pg1", 10, "the controller to adopt pg1")
+        wait_until(lambda: watching(ct), 10, "the controller to watch pg1 and its replicas")
         old.freeze()
         try:
             wait_until(lambda: ct.ctl.state.primary in ("pg2", "pg3"), 30, "a failover")

@@ -18,7 +18,8 @@ import psycopg
 import pytest
 
 from hacontrol.config import check_config
-from hacontrol.pgconn import DsnError, connect, connection_socket
+from hacontrol.io.dsn_params import DsnError
+from hacontrol.io.pg import connect, connection_socket
 from hacontrol.testing import LocalCluster
 
 pytestmark = pytest.mark.integration

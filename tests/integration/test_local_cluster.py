@@ -191,7 +191,7 @@ def test_a_crashed_harness_leaves_nothing_running(tmp_path: Path) -> None:
 def test_cluster_cli_up_leaves_it_running_and_down_stops_exactly_it() -> None:
     from click.testing import CliRunner
 
-    from hacontrol.testing.cluster_cli import cluster as cli
+    from hacontrol.cli.cluster import cluster as cli
 
     # Not under pytest's tmp_path: as root, that is closed to the postgres user.
     directory = Path(tempfile.gettempdir()) / f"hacontrol-cli-test-{uuid.uuid4().hex[:8]}"

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from hacontrol.journal import Journal
+from hacontrol.io.journal import Journal
 from hacontrol.testing import LocalCluster
 
 from .operator_support import TOKEN, ServiceThread, hacontrol, output, write_config

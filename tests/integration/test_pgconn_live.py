@@ -9,9 +9,9 @@ import psycopg
 import pytest
 
 from hacontrol.config import check_config, load_config
-from hacontrol.model import NodeSpec
-from hacontrol.pgconn import connect
-from hacontrol.probe import NodeProber
+from hacontrol.core.model import NodeSpec
+from hacontrol.io.pg import connect
+from hacontrol.io.probe import NodeProber
 from hacontrol.testing import LocalCluster
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from hacontrol.testing import LocalCluster
-from hacontrol.testing.local_cluster import free_port
-from hacontrol.testing.workload import Writer, create_table, lost_writes, read_ids
+from hacontrol.testing.checker import lost_writes
+from hacontrol.testing.local_node import free_port
+from hacontrol.testing.workload import Writer, create_table, read_ids
 
 from .operator_support import TOKEN, ServiceThread, hacontrol, output
 from .support import kinds, wait_until, write_rows

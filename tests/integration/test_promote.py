@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from hacontrol import act
-from hacontrol.model import NodeSpec
+from hacontrol.core.model import NodeSpec
+from hacontrol.io import steps as act
 from hacontrol.testing import LocalCluster, processes
-from hacontrol.testing.local_cluster import free_port
+from hacontrol.testing.local_node import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ import pytest
 
 from hacontrol.config import Config
 from hacontrol.testing import LocalCluster
-from hacontrol.testing.workload import Writer, create_table, lost_writes, read_ids
+from hacontrol.testing.checker import lost_writes
+from hacontrol.testing.workload import Writer, create_table, read_ids
 
 from .support import ControllerThread, kinds, make_config, promotions, wait_until
 

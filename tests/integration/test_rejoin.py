@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from hacontrol import act
-from hacontrol.drivers.local import LocalDriver
-from hacontrol.model import NodeSpec
-from hacontrol.rejoin import BASEBACKUP, REWIND, RejoinResult, rejoin
+from hacontrol.core.model import NodeSpec
+from hacontrol.io import steps as act
+from hacontrol.io.drivers.local import LocalDriver
+from hacontrol.io.procedures.rejoin import BASEBACKUP, REWIND, RejoinResult, rejoin
 from hacontrol.testing import LocalCluster
 
 from .support import stop_receiver, write_rows

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from hacontrol.journal import Journal
+from hacontrol.io.journal import Journal
 from hacontrol.testing import LocalCluster
-from hacontrol.testing.local_cluster import free_port
+from hacontrol.testing.local_node import free_port
 
 pytestmark = pytest.mark.integration
 

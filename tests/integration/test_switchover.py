@@ -12,10 +12,12 @@ import time
 import psycopg
 import pytest
 
-from hacontrol.actions import OutcomeStatus, Switchover
-from hacontrol.switchover import SwitchoverContext, run_switchover
+from hacontrol.core.actions import Switchover
+from hacontrol.core.results import OutcomeStatus
+from hacontrol.io.procedures.switchover import SwitchoverContext, run_switchover
 from hacontrol.testing import LocalCluster, processes
-from hacontrol.testing.workload import Ack, Writer, create_table, lost_writes, read_ids
+from hacontrol.testing.checker import Ack, lost_writes
+from hacontrol.testing.workload import Writer, create_table, read_ids
 
 from .support import write_rows
 from .test_rejoin import Recorder, local_driver

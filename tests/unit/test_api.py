@@ -23,17 +23,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hacontrol.api import (
+from hacontrol.redact import redact_value
+from hacontrol.service.api import (
     HISTORY_WORKERS,
-    MAX_HISTORY,
     SubmitResult,
     bound_address,
     build_app,
-    scrub_events,
     start_api,
 )
-from hacontrol.logs import configure_logging
-from hacontrol.redact import redact_value
+from hacontrol.service.api_history import MAX_HISTORY, scrub_events
+from hacontrol.service.logs import configure_logging
 
 TOKEN = "tok-9f8e7d6c5b4a3f2e1d0c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from hacontrol import cli
-from hacontrol.cli import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, main
+from hacontrol.cli import confirm, render
+from hacontrol.cli.exit_codes import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE
+from hacontrol.cli.main import main
 from tests.proxy_support import proxy_listener
 from tests.terminal_support import on_terminal
 
@@ -345,7 +346,7 @@ def test_history_filters_through_the_api_and_marks_utc(tmp_path: Path) -> None:
 
 
 def test_history_filters_the_journal_file(tmp_path: Path) -> None:
-    from hacontrol.journal import Journal
+    from hacontrol.io.journal import Journal
 
     config = tmp_path / "ok.toml"
     config.write_text(f'journal = "{tmp_path / "journal.jsonl"}"\n' + GOOD)
@@ -375,7 +376,7 @@ def test_switchover_and_failover_ask_on_a_terminal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = config_with_token(tmp_path)
-    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    monkeypatch.setattr(confirm, "_interactive", lambda: True)
     status = snap("pg1")
     status["nodes"][1]["lag_bytes"] = 3 * 1024 * 1024
     with fake_api() as (api, address):
@@ -494,7 +495,7 @@ def cells_by_node(lines: list[str]) -> dict[str, dict[str, str]]:
 
 def test_the_status_view_fits_80_columns_and_uses_more_only_when_there_is_room() -> None:
     result = after_failover()
-    narrow = cli.render_status(result, width=80).splitlines()
+    narrow = render.render_status(result, width=80).splitlines()
     assert max(len(line) for line in narrow) <= 80, "\n".join(narrow)
     header = next(i for i, line in enumerate(narrow) if line.startswith("NODE "))
     assert narrow[0].startswith("(from the controller at 127.0.0.1:8008) primary pg2")
@@ -505,14 +506,14 @@ def test_the_status_view_fits_80_columns_and_uses_more_only_when_there_is_room()
         assert column in narrow[header].split()
     assert "  pg3: breaker half_open" in narrow  # its column did not fit
     assert any(line.startswith("  pg4: breaker open; connection refused") for line in narrow)
-    wide = cli.render_status(result, width=140).splitlines()
+    wide = render.render_status(result, width=140).splitlines()
     columns = next(line for line in wide if line.startswith("NODE ")).split()
     assert {"BREAKER", "PRIO", "DELAY", "REPLAY", "UPSTREAM"} <= set(columns)
     assert max(len(line) for line in wide) <= 140
 
 
 def test_the_status_view_shows_unknown_as_unknown_and_one_primary() -> None:
-    lines = cli.render_status(after_failover(), width=140).splitlines()
+    lines = render.render_status(after_failover(), width=140).splitlines()
     table = cells_by_node(lines)
     assert [n for n, c in table.items() if c["ROLE"] == "primary"] == ["pg2"]
     assert table["pg1"]["ROLE"] == "primary (fenced)" and table["pg1"]["HEALTH"] == "fenced"
@@ -527,14 +528,14 @@ def test_the_status_view_shows_unknown_as_unknown_and_one_primary() -> None:
 
 def test_a_replica_never_reads_as_ahead_of_its_primary() -> None:
     result = after_failover()
-    lines = cli.render_status(result, width=140).splitlines()
+    lines = render.render_status(result, width=140).splitlines()
     table = cells_by_node(lines)
     # The primary was probed a moment before pg3 received more: it has at least that.
     assert table["pg2"]["LSN"] == "16/B374D848" == table["pg3"]["LSN"]
     assert table["pg3"]["LAG"] == "0 B"
     # A replica further behind shows its own position and its lag.
     result["nodes"][2]["lsn"] = "16/B3740000"
-    table = cells_by_node(cli.render_status(result, width=140).splitlines())
+    table = cells_by_node(render.render_status(result, width=140).splitlines())
     assert (table["pg2"]["LSN"], table["pg3"]["LSN"]) == ("16/B374D000", "16/B3740000")
     assert table["pg3"]["LAG"] == "52 KiB"
 
@@ -556,13 +557,13 @@ def test_status_json_has_null_never_a_dash(tmp_path: Path) -> None:
 
 def test_terminal_width_follows_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "132")
-    assert cli.terminal_width() == 132
+    assert render.terminal_width() == 132
     monkeypatch.delenv("COLUMNS")
-    assert cli.terminal_width() == 80  # stdout is not a terminal here
+    assert render.terminal_width() == 80  # stdout is not a terminal here
 
 
 def test_the_demo_prints_the_rejoin_command_for_a_fenced_old_primary() -> None:
-    from hacontrol.demo import view_hints
+    from hacontrol.cli.demo import view_hints
 
     status = after_failover()
     hints = view_hints(status, primary_pid=4242, stopped=[], tty=True, prog="hacontrol",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,8 @@ from hacontrol.config import (
     load_config,
     setting_env_names,
 )
-from hacontrol.model import DecisionSettings, FailoverMode, NodeSpec
+from hacontrol.core.model import Endpoint, NodeSpec
+from hacontrol.core.settings import DecisionSettings, FailoverMode
 
 NODES = """
 [[nodes]]
@@ -125,12 +128,14 @@ failback_delay = 90
 def test_node_specs_keep_file_order_and_fields(tmp_path: Path) -> None:
     specs = load_config(write(tmp_path, NODES), {}).node_specs()
     assert specs == (
-        NodeSpec("pg1", "host=10.0.0.1 port=5432 user=hacontrol dbname=postgres", 100, None),
+        NodeSpec("pg1", "host=10.0.0.1 port=5432 user=hacontrol dbname=postgres", 100, None,
+                 endpoints=(Endpoint("10.0.0.1", 5432),)),
         NodeSpec(
             "pg2",
             "host=10.0.0.2 port=5432 user=hacontrol dbname=postgres",
             50,
             "host=10.0.0.2 port=5432 user=replicator",
+            endpoints=(Endpoint("10.0.0.2", 5432),),
         ),
     )
 
@@ -840,10 +845,10 @@ def test_drivers_are_built_with_the_dsn_port_and_the_pinned_identifier(tmp_path:
 # ---------------------------------------------------------------- local data directories
 
 
-def fake_pgdata(path: Path, port: int) -> Path:
+def fake_pgdata(path: Path, port: int, slot_wal: str = "'1GB'") -> Path:
     path.mkdir(parents=True)
     (path / "PG_VERSION").write_text("15\n")
-    (path / "postgresql.conf").write_text(f"port = {port}\n")
+    (path / "postgresql.conf").write_text(f"port = {port}\nmax_slot_wal_keep_size = {slot_wal}\n")
     return path
 
 
@@ -873,6 +878,21 @@ def test_swapped_data_dirs_fail_check_config_with_one_line_naming_both(tmp_path:
         f" ({a / 'postgresql.conf'}, line 1), the port of pg1's dsn; exchange the two "
         "data_dir values"
     )
+
+
+def test_unlimited_slot_wal_is_a_warning_where_the_data_dir_shows_it(tmp_path: Path) -> None:
+    a = fake_pgdata(tmp_path / "a", 5432, slot_wal="-1")
+    b = fake_pgdata(tmp_path / "b", 5433)
+    (b / "postgresql.auto.conf").write_text("max_slot_wal_keep_size = '-1'\n")
+    path = write(tmp_path, local_nodes(("pg1", 5432, a), ("pg2", 5433, b)))
+    code, text = check_config(path, {})
+    assert code == 0, text
+    assert f"nodes[0].driver.data_dir (pg1): max_slot_wal_keep_size is unlimited for pg1" \
+        f" ({a / 'postgresql.conf'}, line 2 sets -1)" in text
+    assert f"({b / 'postgresql.auto.conf'}, line 1 sets -1)" in text
+    off = write(tmp_path, local_nodes(("pg1", 5432, a), ("pg2", 5433, b))
+                + "[replication]\nslots = false\n", "off.toml")
+    assert "max_slot_wal_keep_size" not in check_config(off, {})[1]
 
 
 def test_a_data_dir_on_another_nodes_port_or_none(tmp_path: Path) -> None:
@@ -982,6 +1002,11 @@ def test_reference_documents_every_key_and_env_var() -> None:
     example = (DOCS / "example.toml").read_text(encoding="utf-8")
     for name, field in Config.model_fields.items():
         sub = field.annotation
+        # An optional section ([dcs]) changes what runs when present: the example
+        # shows it commented out.
+        optional = typing.get_origin(sub) in (types.UnionType, typing.Union)
+        if optional:
+            sub = next(a for a in typing.get_args(sub) if a is not type(None))
         if not (isinstance(sub, type) and issubclass(sub, Section)):
             assert f"`{name}`" in text and f"HACONTROL_{name.upper()}" in text, name
         else:
@@ -989,7 +1014,7 @@ def test_reference_documents_every_key_and_env_var() -> None:
             for key in sub.model_fields:
                 assert f"`{key}`" in text, (name, key)
                 assert f"HACONTROL_{name.upper()}__{key.upper()}" in text, (name, key)
-                assert f"\n{key} = " in example, (name, key)
+                assert f"\n{'# ' if optional else ''}{key} = " in example, (name, key)
     for key in NodeConfig.model_fields:
         assert f"`{key}`" in text and f"\n{key} = " in example, key
 
@@ -998,7 +1023,8 @@ def test_top_level_keys_are_case_sensitive_like_toml(tmp_path: Path) -> None:
     found = problems(tmp_path, 'MODE = "manual"\n' + NODES + "[timing]\nprobe_interval = 0\n")
     assert found == [
         f"{tmp_path / LABEL}: MODE: unknown key; allowed keys: mode, journal, nodes, timing, "
-        "failover, postgres, replication, hooks, rejoin, switchover, api, system_identifier",
+        "failover, postgres, replication, slots, hooks, rejoin, switchover, api, dcs,"
+        " system_identifier",
         f"{tmp_path / LABEL}: timing.probe_interval: must be at least 0.01 (got 0)",
     ]
 
@@ -1168,7 +1194,8 @@ def test_replication_env_overrides(tmp_path: Path) -> None:
             " waits for itself, so at most every replica can acknowledge) (got 2)",
         ),
         ("strict = 3", "replication.strict: must be true or false (got 3)"),
-        ("sync = 1", "replication.sync: unknown key; allowed keys: synchronous, quorum, strict"),
+        ("sync = 1", "replication.sync: unknown key; allowed keys: synchronous, quorum,"
+         " strict, slots, slot_retention"),
     ],
 )
 def test_replication_validation_messages(tmp_path: Path, section: str, message: str) -> None:
@@ -1232,7 +1259,7 @@ def test_driver_tables_per_node(tmp_path: Path) -> None:
         ('kind = "local"', "nodes[0].driver.data_dir: required key is missing"),
         ('kind = "command"\nstop = "ssh {host} stop"',
          "nodes[0].driver.stop: unknown placeholder {host}; allowed: {data_dir}, {mode}, "
-         "{node}, {primary_conninfo}, {source_dsn}"),
+         "{node}, {primary_conninfo}, {primary_slot_name}, {source_dsn}"),
     ],
 )
 def test_driver_problems_name_the_key(tmp_path: Path, driver: str, expected: str) -> None:
@@ -1485,7 +1512,8 @@ def test_check_config_refuses_a_journal_on_a_read_only_filesystem(tmp_path: Path
 def test_a_service_dsn_gives_its_node_the_address_replicas_stream_from(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hacontrol.decide import Endpoint, _node_endpoints
+    from hacontrol.core.model import Endpoint
+    from hacontrol.core.topology import node_endpoints
 
     services = tmp_path / "pg_service.conf"
     services.write_text("[hac1]\nhost=127.0.0.1\nport=5432\n[hac2]\nhost=127.0.0.1\nport=5433\n")
@@ -1495,6 +1523,6 @@ def test_a_service_dsn_gives_its_node_the_address_replicas_stream_from(
     specs = {s.name: s for s in config.node_specs()}
     assert specs["pg2"].address == "host=127.0.0.1 port=5433"
     # What the replicas' WAL receivers report is matched against it, not port 5432.
-    assert _node_endpoints(specs["pg2"]) == (Endpoint("loopback", 5433),)
+    assert node_endpoints(specs["pg2"]) == (Endpoint("loopback", 5433),)
     plain = load_config(write(tmp_path, NODES), {})
     assert all(s.address is None for s in plain.node_specs())

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from hacontrol import act
-from hacontrol.actions import Fence, OutcomeStatus, Promote
 from hacontrol.config import config_from_mapping
-from hacontrol.controller import Controller, ForeignJournalError
-from hacontrol.journal import Journal
-from hacontrol.model import ClusterView, Observation, Role
-from hacontrol.state import Operation
+from hacontrol.core.actions import Fence, Promote
+from hacontrol.core.model import ClusterView, Observation, Role
+from hacontrol.core.results import OutcomeStatus
+from hacontrol.core.state import Operation
+from hacontrol.io import steps as act
+from hacontrol.io.journal import Journal
+from hacontrol.service.controller import Controller
+from hacontrol.service.recovery import ForeignJournalError
 
 
 def _controller(tmp_path: Path) -> Controller:
@@ -38,7 +40,7 @@ async def test_promote_cut_off_by_the_policy_is_uncertain(tmp_path: Path) -> Non
         await asyncio.sleep(30)
         return act.StepResult(True, "never")
 
-    result = await controller._guarded("pg2", hanging_promote, None, promote=True)
+    result = await controller.context().guarded("pg2", hanging_promote, None, promote=True)
     assert sent.is_set()
     assert not result.ok
     assert result.detail.startswith("timed out")
@@ -55,7 +57,8 @@ async def test_promote_outcome_after_timeout_is_uncertain(
         return act.StepResult(True, "never")
 
     monkeypatch.setattr(act, "promote", hanging_promote)
-    outcome = await controller._promote(Promote("pg2", "test", "pg1"), 0.05)
+    promote = controller.executors[Promote]
+    outcome = await promote(controller.context(), Promote("pg2", "test", "pg1"))
     assert outcome.status is OutcomeStatus.UNCERTAIN
 
 
@@ -69,10 +72,10 @@ async def test_step_rejected_by_a_full_bulkhead_is_not_attempted(tmp_path: Path)
 
     # One slot per node plus a bounded queue: fill both, the next one is rejected.
     running = [
-        asyncio.create_task(controller._guarded("pg2", slow, None)) for _ in range(9)
+        asyncio.create_task(controller.context().guarded("pg2", slow, None)) for _ in range(9)
     ]
     await asyncio.sleep(0.01)
-    rejected = await controller._guarded("pg2", slow, None)
+    rejected = await controller.context().guarded("pg2", slow, None)
     release.set()
     await asyncio.gather(*running)
     assert rejected.detail.startswith("not attempted")
@@ -174,7 +177,7 @@ async def test_fence_before_a_promote_runs_the_hook_beside_one_sql_attempt(
     marker = tmp_path / "fenced"
     controller = _controller_with_fence_hook(tmp_path, f"touch {marker}")
     fence = Fence("pg1", "unreachable old primary", then=Promote("pg2", "test", "pg1"))
-    outcome = await controller._fence(fence, 0.2)
+    outcome = await controller.executors[Fence](controller.context(), fence)
     assert outcome.status is OutcomeStatus.SUCCEEDED
     assert marker.exists()
     assert "cannot connect" in outcome.detail and "fence hook ok" in outcome.detail
@@ -185,6 +188,45 @@ async def test_fence_before_a_promote_fails_when_neither_sql_nor_hook_fenced(
 ) -> None:
     controller = _controller_with_fence_hook(tmp_path, "exit 3")
     fence = Fence("pg1", "unreachable old primary", then=Promote("pg2", "test", "pg1"))
-    outcome = await controller._fence(fence, 0.2)
+    outcome = await controller.executors[Fence](controller.context(), fence)
     assert outcome.status is OutcomeStatus.FAILED
     assert "fence hook failed (3)" in outcome.detail
+
+
+async def test_a_promote_that_cannot_connect_failed_and_was_not_attempted(
+    tmp_path: Path,
+) -> None:
+    controller = _controller(tmp_path)  # nothing listens on pg2's port
+    promote = controller.executors[Promote]
+    outcome = await promote(controller.context(), Promote("pg2", "test", "pg1"))
+    assert outcome.status is OutcomeStatus.FAILED
+    assert outcome.attempted is False
+
+
+def test_a_broken_invariant_is_journaled_once_per_change(tmp_path: Path) -> None:
+    from hacontrol.service.reporting import report_broken_invariants
+
+    journal = Journal(tmp_path / "j.jsonl")
+    broken = report_broken_invariants(journal, ["primary pg1 is fenced"], ())
+    broken = report_broken_invariants(journal, ["primary pg1 is fenced"], broken)
+    broken = report_broken_invariants(journal, [], broken)
+    assert broken == ()
+    report_broken_invariants(journal, ["primary pg1 is fenced"], broken)
+    records = [r for r in journal.read() if r["kind"] == "invariant_broken"]
+    assert len(records) == 2 and records[0]["severity"] == "critical"
+    assert records[0]["broken"] == ["primary pg1 is fenced"]
+
+
+async def test_a_failing_round_listener_does_not_stop_the_loop(tmp_path: Path) -> None:
+    controller = _controller(tmp_path)
+    stop = asyncio.Event()
+    rounds: list[int] = []
+
+    def listener(result: object) -> None:
+        rounds.append(controller.rounds)
+        if len(rounds) >= 3:
+            stop.set()
+        raise RuntimeError("a metrics bug")
+
+    await asyncio.wait_for(controller.run(stop, on_round=listener), 10)
+    assert len(rounds) == 3 and controller.rounds == 3

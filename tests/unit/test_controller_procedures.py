@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from hacontrol.actions import ActionOutcome, OutcomeStatus, Rejoin
 from hacontrol.config import config_from_mapping
-from hacontrol.controller import Controller, procedure_key
+from hacontrol.core.actions import Action, ActionOutcome, Rejoin
+from hacontrol.core.results import OutcomeStatus
+from hacontrol.service.controller import Controller, procedure_key
+from hacontrol.service.executors import ExecutionContext
 
 
 def _controller(tmp_path: Path, **rejoin: Any) -> Controller:
@@ -50,14 +52,14 @@ async def test_a_rejoin_runs_in_the_background_and_reports_to_the_core(
         controller.state, fenced=frozenset({"pg1"}), rejoining=frozenset({"pg1"})
     )
     release = asyncio.Event()
-    calls: list[Rejoin] = []
+    calls: list[Action] = []
 
-    async def slow_rejoin(action: Rejoin) -> ActionOutcome:
+    async def slow_rejoin(ctx: ExecutionContext, action: Action) -> ActionOutcome:
         calls.append(action)
         await release.wait()
         return ActionOutcome(action, OutcomeStatus.SUCCEEDED, "streams")
 
-    monkeypatch.setattr(controller, "_rejoin", slow_rejoin)
+    monkeypatch.setitem(controller.executors, Rejoin, slow_rejoin)
     action = Rejoin("pg1", "pg2", "test")
     outcomes = await asyncio.wait_for(controller._carry_out((action, action)), 1)
     assert outcomes == ()  # nothing waited for it
@@ -79,10 +81,10 @@ async def test_a_rejoin_that_raises_is_reported_failed(
         controller.state, fenced=frozenset({"pg1"}), rejoining=frozenset({"pg1"})
     )
 
-    async def broken(action: Rejoin) -> ActionOutcome:
+    async def broken(ctx: ExecutionContext, action: Action) -> ActionOutcome:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(controller, "_rejoin", broken)
+    monkeypatch.setitem(controller.executors, Rejoin, broken)
     await controller._carry_out((Rejoin("pg1", "pg2", "test"),))
     await asyncio.wait_for(controller.wait_procedures(), 1)
     assert controller.state.rejoining == frozenset() and controller.state.fenced == {"pg1"}

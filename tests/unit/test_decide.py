@@ -6,19 +6,15 @@ from dataclasses import replace
 
 import pytest
 
-from hacontrol.actions import (
-    ActionOutcome,
-    Decision,
-    Fence,
-    OutcomeStatus,
-    Promote,
-    Repoint,
-    RunHook,
-    Severity,
-)
-from hacontrol.decide import confirm_failure, decide, rank_candidates
-from hacontrol.model import DecisionSettings, FailoverMode, Observation, Role
-from hacontrol.state import initial_state
+from hacontrol.core.actions import ActionOutcome, Decision, Fence, Promote, Repoint, RunHook
+from hacontrol.core.candidates import rank_candidates
+from hacontrol.core.confirm import confirm_failure
+from hacontrol.core.events import Severity
+from hacontrol.core.model import Observation, Role
+from hacontrol.core.results import OutcomeStatus
+from hacontrol.core.round import decide
+from hacontrol.core.settings import DecisionSettings, FailoverMode
+from hacontrol.core.state import initial_state
 from tests.unit.test_decide_support import (
     BASE_LSN,
     MB,
@@ -792,7 +788,7 @@ def test_replica_streaming_from_another_node_is_repointed() -> None:
 def test_replication_dsn_is_what_replicas_stream_from() -> None:
     specs = (spec("pg1", replication_dsn="host=10.9.9.9 port=6432 user=repl"), spec("pg2"))
     sim = Sim(specs=specs)
-    from hacontrol.model import WalReceiver
+    from hacontrol.core.model import WalReceiver
 
     good = WalReceiver("streaming", "10.9.9.9", 6432, 0.1)
     for i in range(10):

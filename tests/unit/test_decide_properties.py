@@ -14,45 +14,55 @@ counters) checks each rule at every step.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hacontrol.actions import (
+from hacontrol.core.actions import (
     Action,
     ActionOutcome,
     CancelPromote,
     Decision,
     Fence,
-    ManualFailover,
-    NodeRejoined,
-    OutcomeStatus,
-    Pause,
+    ManageSlots,
     Promote,
     Rejoin,
-    RejoinRequest,
     Repoint,
-    Request,
-    Resume,
     RunHook,
-    SetMaintenance,
     Switchover,
-    SwitchoverRequest,
     Unfence,
 )
-from hacontrol.decide import apply_outcome, decide, handle_request, preferred_node
-from hacontrol.model import (
+from hacontrol.core.apply import apply_outcome
+from hacontrol.core.candidates import preferred_node
+from hacontrol.core.handle import handle_request
+from hacontrol.core.invariants import check
+from hacontrol.core.model import (
     ClusterView,
-    DecisionSettings,
-    FailoverMode,
     NodeSpec,
     Observation,
+    ReplicationSlot,
     Role,
+    SlotKind,
     TimelineSwitch,
     WalReceiver,
 )
-from hacontrol.state import ControllerState, initial_state
+from hacontrol.core.recovery import fold, restart_state
+from hacontrol.core.requests import (
+    ManualFailover,
+    NodeRejoined,
+    Pause,
+    RejoinRequest,
+    Request,
+    Resume,
+    SetMaintenance,
+    SwitchoverRequest,
+)
+from hacontrol.core.results import OutcomeStatus
+from hacontrol.core.round import decide
+from hacontrol.core.settings import DecisionSettings, FailoverMode
+from hacontrol.core.state import ControllerState, initial_state
 from tests.unit.test_decide_support import BASE_LSN, PORTS, spec
 
 NAMES = ("pg1", "pg2", "pg3", "pg4")
@@ -79,6 +89,16 @@ WAL_RECEIVER_TIMEOUT_S = 5.0  # in the world: a hung upstream's receivers give u
 EVENT_WEIGHTS = (30, 6, 4, 6, 15, 3, 2, 2, 1, 3, 3, 2, 3, 3, 2)
 # How a switchover carried out by the world ends (plan.outcome at the time it starts).
 SW_REJOIN, SW_NO_REJOIN, SW_ABORT, SW_LOST = range(4)
+
+
+# Every node shows the same slots: some member slots, a removed node's, and slots
+# hacontrol does not own; the slot rules must only ever touch the prefixed ones.
+WORLD_SLOTS = (
+    ReplicationSlot("hacontrol_pg2", SlotKind.PHYSICAL, True, restart_lsn=0),
+    ReplicationSlot("hacontrol_gone", SlotKind.PHYSICAL, False, restart_lsn=0),
+    ReplicationSlot("backup_tool", SlotKind.PHYSICAL, False, restart_lsn=0),
+    ReplicationSlot("cdc", SlotKind.LOGICAL, False, database="app", plugin="pgoutput"),
+)
 
 
 @dataclass(frozen=True)
@@ -129,6 +149,10 @@ class Tracker:
     promotes: int = 0
     completions: int = 0
     fences: int = 0
+    # ManageSlots sent, and those that dropped a slot (only ever prefixed ones: the
+    # invariants check every action).
+    slot_actions: int = 0
+    slot_drops: int = 0
     switchovers: int = 0
     failbacks: int = 0
     switchovers_done: int = 0
@@ -143,6 +167,17 @@ class Tracker:
     redrives: int = 0
     # Newcomers adopted over a healthy followed primary (the history rule checked).
     adoptions: int = 0
+    # Simulated controller restarts, and those that left an operation in flight.
+    restarts: int = 0
+    resumed: int = 0
+    # What the controller journaled: the events of every Decision, as records.
+    journal: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, decision: Decision, at: float) -> None:
+        self.journal.extend(
+            {"kind": e.kind, "node": e.node, "details": dict(e.details), "ts": at}
+            for e in decision.events
+        )
 
     def observe(self, view: ClusterView) -> None:
         for name in NAMES:
@@ -330,6 +365,7 @@ class World:
                     current_lsn=node.lsn,
                     read_only=node.read_only,
                     history=node.history,
+                    slots=WORLD_SLOTS,
                 )
             else:
                 observations[name] = Observation(
@@ -342,6 +378,7 @@ class World:
                     replay_lsn=node.lsn,
                     read_only=True,
                     wal_receiver=row,
+                    slots=WORLD_SLOTS,
                 )
         return ClusterView(self.t, observations)
 
@@ -357,7 +394,7 @@ class World:
                 return ActionOutcome(action, OutcomeStatus.UNCERTAIN, "slow")
             if plan.outcome == 3:
                 return ActionOutcome(action, OutcomeStatus.UNCERTAIN, "lost")
-            return ActionOutcome(action, OutcomeStatus.FAILED, "cannot connect")
+            return ActionOutcome(action, OutcomeStatus.FAILED, "cannot connect", attempted=False)
         node = self.nodes[action.node]
         reachable = node.alive and node.hung_since is None
         if isinstance(action, Fence) and reachable and plan.fence_works:
@@ -647,6 +684,9 @@ def perform(
         action = queue.pop(0)
         if isinstance(action, Fence):
             tracker.fences += 1
+        if isinstance(action, ManageSlots):
+            tracker.slot_actions += 1
+            tracker.slot_drops += bool(action.drop)
         outcome = world.carry_out(action, plan)
         if outcome is None:
             continue
@@ -665,6 +705,8 @@ def report(
     s = world.scenario.settings
     reported = apply_outcome(state, outcome, world.t, s)
     assert all(isinstance(a, RunHook) for a in reported.actions)
+    assert check(reported.state, world.specs) == []
+    tracker.record(reported, world.t)
     if isinstance(outcome.action, Rejoin):
         node = outcome.action.node
         assert node not in reported.state.rejoining
@@ -687,6 +729,32 @@ def report(
     return state
 
 
+def restart(world: World, tracker: Tracker) -> ControllerState:
+    """A controller restart: its background procedures die with it, and the new one
+    starts from what the old one journaled (wall and monotonic clocks agree here)."""
+    world.switchover = None
+    world.rejoining = []
+    tracker.restarts += 1
+    state = restart_state(
+        fold(tracker.journal), world.specs, pinned=None, now=world.t, wall_now=world.t
+    )
+    tracker.resumed += state.in_flight is not None
+    assert check(state, world.specs) == []
+    return state
+
+
+def restart_step(scenario: Scenario) -> int | None:
+    """Where the scenario restarts its controller (None: never); its own generator, so
+    the histories themselves stay as drawn."""
+    # Frozensets print in hash order, which changes from run to run: sorted here.
+    settings = tuple(
+        sorted(v) if isinstance(v, frozenset) else v
+        for v in (getattr(scenario.settings, f.name) for f in fields(scenario.settings))
+    )
+    rng = random.Random(f"{scenario.priorities}{len(scenario.steps)}{settings}")
+    return rng.randrange(len(scenario.steps)) if rng.random() < 0.5 else None
+
+
 def run_scenario(scenario: Scenario) -> Tracker:
     """Feed the scenario through decide/apply_outcome, checking every step."""
     world = World(scenario)
@@ -694,8 +762,13 @@ def run_scenario(scenario: Scenario) -> Tracker:
     s = scenario.settings
     state = initial_state(specs)
     tracker = Tracker()
-    for plan in scenario.steps:
+    restart_at = restart_step(scenario)
+    for step, plan in enumerate(scenario.steps):
         world.t = round(world.t + plan.dt, 3)
+        # Not while paused: settling a switchover after a restart lifts the old
+        # primary's fence even then, which the paused rule below does not allow for.
+        if step == restart_at and not state.paused:
+            state = restart(world, tracker)
         world.mutate(plan, state)
         finished = world.advance_switchover()
         if finished is not None:
@@ -707,6 +780,8 @@ def run_scenario(scenario: Scenario) -> Tracker:
         before = state
         decision = decide(state, view, specs, s)
         check_step(scenario, specs, before, view, decision, tracker)
+        assert check(decision.state, specs, view, decision.actions) == []
+        tracker.record(decision, view.at)
         state = decision.state
         if before.primary != state.primary and state.primary is not None:
             tracker.completions += 1
@@ -716,6 +791,8 @@ def run_scenario(scenario: Scenario) -> Tracker:
             before = state
             answer = handle_request(state, view, specs, s, request)
             check_request(scenario, specs, before, view, request, answer, tracker)
+            assert check(answer.state, specs, view, answer.actions) == []
+            tracker.record(answer, view.at)
             if any(isinstance(a, Promote) for a in answer.actions):
                 assert isinstance(request, ManualFailover)
                 # Only an operator's --force may promote while another promote may
@@ -832,6 +909,8 @@ def test_seeded_histories_hold_the_rules_and_do_fail_over() -> None:
         totals.promotes += tracker.promotes
         totals.completions += tracker.completions
         totals.fences += tracker.fences
+        totals.slot_actions += tracker.slot_actions
+        totals.slot_drops += tracker.slot_drops
         totals.switchovers += tracker.switchovers
         totals.failbacks += tracker.failbacks
         totals.switchovers_done += tracker.switchovers_done
@@ -840,6 +919,8 @@ def test_seeded_histories_hold_the_rules_and_do_fail_over() -> None:
         totals.rejoins += tracker.rejoins
         totals.rejoins_done += tracker.rejoins_done
         totals.adoptions += tracker.adoptions
+        totals.restarts += tracker.restarts
+        totals.resumed += tracker.resumed
     # Few random histories leave a strict majority of streaming replicas to confirm a
     # failure (every node flaps): about 30 automatic promotes over these 300.
     assert totals.promotes >= 20
@@ -850,6 +931,9 @@ def test_seeded_histories_hold_the_rules_and_do_fail_over() -> None:
     assert totals.rejoins >= 10 and totals.rejoins_done >= 5
     # Rogue promotions adopted over a healthy primary (each checked for its history).
     assert totals.adoptions >= 5
+    # Restarts, some of them in the middle of a failover or switchover.
+    assert totals.restarts >= 100 and totals.resumed >= 5
+    assert totals.slot_actions >= 100 and totals.slot_drops >= 50
 
 
 def test_manual_mode_never_promotes_in_seeded_histories() -> None:

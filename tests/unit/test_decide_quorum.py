@@ -5,16 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hacontrol.actions import (
-    ActionOutcome,
-    ConfigureSync,
-    Decision,
-    ManualFailover,
-    OutcomeStatus,
-    Severity,
-)
-from hacontrol.model import DecisionSettings, Observation, ReplicationClient
-from hacontrol.state import SyncQuorum
+from hacontrol.core.actions import ActionOutcome, ConfigureSync, Decision
+from hacontrol.core.events import Severity
+from hacontrol.core.model import Observation, ReplicationClient
+from hacontrol.core.requests import ManualFailover
+from hacontrol.core.results import OutcomeStatus
+from hacontrol.core.settings import DecisionSettings
+from hacontrol.core.state import SyncQuorum
 from tests.unit.test_decide_support import (
     BASE_LSN,
     SETTINGS,
@@ -157,7 +154,9 @@ def test_a_failed_configure_that_changed_nothing_is_not_consulted_any_more() -> 
     d = sim.step(at, prim(at, LOCAL, stream("pg2")), replica("pg2", at), down("pg3", at))
     (action,) = syncs(d)
     assert sim.state.sync_pending[0].members == frozenset({"pg2"})
-    out = sim.report(ActionOutcome(action, OutcomeStatus.FAILED, "cannot connect: refused"), at)
+    out = sim.report(ActionOutcome(
+        action, OutcomeStatus.FAILED, "cannot connect: refused", attempted=False
+    ), at)
     assert kinds(out.events) == ["sync_config_failed"]
     assert sim.state.sync_pending == () and sim.state.sync_requested is None
 

@@ -9,20 +9,12 @@ from dataclasses import replace
 
 import pytest
 
-from hacontrol.actions import (
-    ActionOutcome,
-    Decision,
-    OutcomeStatus,
-    Pause,
-    Rejoin,
-    RejoinRequest,
-    Resume,
-    SetMaintenance,
-    Switchover,
-    SwitchoverRequest,
-)
-from hacontrol.model import DecisionSettings, Observation
-from hacontrol.state import REJOIN_ATTEMPTS
+from hacontrol.core.actions import ActionOutcome, Decision, Rejoin, Switchover
+from hacontrol.core.model import Observation
+from hacontrol.core.requests import Pause, RejoinRequest, Resume, SetMaintenance, SwitchoverRequest
+from hacontrol.core.results import OutcomeStatus
+from hacontrol.core.settings import DecisionSettings
+from hacontrol.core.state import REJOIN_ATTEMPTS
 from tests.unit.test_decide_support import (
     SETTINGS,
     Sim,

@@ -7,24 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from hacontrol.actions import (
-    ActionOutcome,
-    Decision,
+from hacontrol.core.actions import ActionOutcome, Decision, Promote, RunHook, Switchover
+from hacontrol.core.candidates import preferred_node
+from hacontrol.core.model import Observation
+from hacontrol.core.requests import (
     ManualFailover,
     NodeRejoined,
-    OutcomeStatus,
     Pause,
-    Promote,
     Resume,
-    RunHook,
     SetMaintenance,
-    Switchover,
     SwitchoverRequest,
 )
-from hacontrol.decide import preferred_node
-from hacontrol.journal import Journal
-from hacontrol.model import DecisionSettings, FailoverMode, Observation
-from hacontrol.state import Operation
+from hacontrol.core.results import OutcomeStatus
+from hacontrol.core.settings import DecisionSettings, FailoverMode
+from hacontrol.core.state import Operation
+from hacontrol.io.journal import Journal
 from tests.unit.test_decide_support import (
     BASE_LSN,
     MB,
@@ -688,7 +685,7 @@ def test_requests_are_pure() -> None:
     sim = manual_sim()
     view = sim.last_view
     assert view is not None
-    from hacontrol.decide import handle_request
+    from hacontrol.core.handle import handle_request
 
     state = sim.state
     first = handle_request(state, view, sim.specs, sim.settings, ManualFailover("pg2"))

@@ -5,20 +5,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hacontrol.actions import (
-    Action,
-    ActionOutcome,
-    Decision,
-    Fence,
-    ManualFailover,
-    NodeRejoined,
-    OutcomeStatus,
-    Pause,
-    Promote,
-    RejoinRequest,
-)
-from hacontrol.model import NodeSpec, Observation
-from hacontrol.state import initial_state
+from hacontrol.core.actions import Action, ActionOutcome, Decision, Fence, Promote
+from hacontrol.core.model import Observation
+from hacontrol.core.requests import ManualFailover, NodeRejoined, Pause, RejoinRequest
+from hacontrol.core.results import OutcomeStatus
+from hacontrol.core.state import initial_state
+from hacontrol.io.dsn import node_spec
 from tests.unit.test_decide_support import (
     SETTINGS,
     SPECS,
@@ -259,7 +251,7 @@ def test_a_paused_controller_still_fences_a_returning_old_primary() -> None:
 # --------------------------------------------------------------------------- 6: abandoned
 
 FIVE = (*SPECS, spec("pg4"),
-        NodeSpec("pg5", "host=127.0.0.1 port=5436 user=hacontrol dbname=postgres"))
+        node_spec("pg5", "host=127.0.0.1 port=5436 user=hacontrol dbname=postgres"))
 
 
 def test_an_abandoned_candidate_out_of_sight_blocks_the_next_failover() -> None:

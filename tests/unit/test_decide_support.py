@@ -7,27 +7,25 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from hacontrol.actions import (
-    Action,
-    ActionOutcome,
-    Decision,
-    Event,
-    Fence,
-    Promote,
-    Repoint,
-    Request,
-)
-from hacontrol.decide import Endpoint, apply_outcome, decide, endpoints, handle_request
-from hacontrol.model import (
+from hacontrol.core.actions import Action, ActionOutcome, Decision, Fence, Promote, Repoint
+from hacontrol.core.apply import apply_outcome
+from hacontrol.core.events import Event
+from hacontrol.core.handle import handle_request
+from hacontrol.core.model import (
     ClusterView,
-    DecisionSettings,
+    Endpoint,
     NodeSpec,
     Observation,
     Role,
     TimelineSwitch,
     WalReceiver,
 )
-from hacontrol.state import ControllerState, initial_state
+from hacontrol.core.requests import Request
+from hacontrol.core.round import decide
+from hacontrol.core.settings import DecisionSettings
+from hacontrol.core.state import ControllerState, initial_state
+from hacontrol.io.dsn import dsn_endpoints as endpoints
+from hacontrol.io.dsn import node_spec
 
 PORTS = {"pg1": 5432, "pg2": 5433, "pg3": 5434, "pg4": 5435}
 MB = 1024 * 1024
@@ -36,7 +34,7 @@ BASE_LSN = 0x3000000
 
 def spec(name: str, priority: int = 100, replication_dsn: str | None = None) -> NodeSpec:
     """A node on loopback at its own port."""
-    return NodeSpec(
+    return node_spec(
         name,
         f"host=127.0.0.1 port={PORTS[name]} user=hacontrol dbname=postgres",
         priority,

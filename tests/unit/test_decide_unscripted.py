@@ -5,19 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hacontrol.actions import (
-    ActionOutcome,
-    CancelPromote,
-    ManualFailover,
-    OutcomeStatus,
-    Pause,
-    Promote,
-    SetMaintenance,
-    Unfence,
-)
-from hacontrol.decide import learn_identity, rank_candidates
-from hacontrol.model import Observation, TimelineSwitch
-from hacontrol.state import FailoverInFlight, Operation, initial_state
+from hacontrol.core.actions import ActionOutcome, CancelPromote, Promote, Unfence
+from hacontrol.core.candidates import rank_candidates
+from hacontrol.core.identity import learn_identity
+from hacontrol.core.model import Observation, TimelineSwitch
+from hacontrol.core.requests import ManualFailover, Pause, SetMaintenance
+from hacontrol.core.results import OutcomeStatus
+from hacontrol.core.state import FailoverInFlight, Operation, initial_state
 from tests.unit.test_decide_support import (
     BASE_LSN,
     MB,
@@ -201,6 +195,19 @@ def test_a_failover_left_unfinished_is_redriven_to_its_candidate_at_once() -> No
     # Completed as usual once seen.
     d = sim.step(0.2, down("pg1", 0.2), primary("pg2", 0.2, tl=2), replica("pg3", 0.2))
     assert sim.state.primary == "pg2" and "failover_completed" in kinds(d.events)
+
+
+def test_a_redrive_that_fails_outright_keeps_the_earlier_promote_in_flight() -> None:
+    sim = resumed(Operation.FAILOVER)
+    d = sim.step(0.0, down("pg1", 0.0), replica("pg2", 0.0), replica("pg3", 0.0))
+    (redrive,) = promotes(d)
+    d = sim.report(ActionOutcome(redrive, OutcomeStatus.FAILED, "connection refused"), 0.1)
+    assert kinds(d.events) == ["promote_redrive_failed"]
+    flight = sim.state.in_flight
+    assert flight is not None and flight.candidate == "pg2"
+    # The earlier promote may still land: no other candidate while it is in flight.
+    d = sim.step(0.3, down("pg1", 0.3), replica("pg2", 0.3), replica("pg3", 0.3))
+    assert promotes(d) == []
 
 
 def test_an_unfinished_failover_waits_while_its_candidate_is_unseen_or_unfit() -> None:

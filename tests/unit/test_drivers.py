@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from hacontrol.actions import OutcomeStatus, Switchover
-from hacontrol.drivers import (
+from hacontrol.core.actions import Switchover
+from hacontrol.core.model import NodeSpec
+from hacontrol.core.results import OutcomeStatus
+from hacontrol.io.drivers import (
     CommandDriver,
     CommandDriverConfig,
     DriverResult,
@@ -28,30 +30,26 @@ from hacontrol.drivers import (
     Step,
     build_driver,
 )
-from hacontrol.drivers.base import refusal
-from hacontrol.drivers.command import parse_identity, render
-from hacontrol.drivers.config import DriverConfig
-from hacontrol.drivers.identity import (
+from hacontrol.io.drivers.base import refusal
+from hacontrol.io.drivers.command import parse_identity, render
+from hacontrol.io.drivers.config import DriverConfig
+from hacontrol.io.drivers.datadir import auto_conf_value, set_auto_conf
+from hacontrol.io.drivers.identity import (
     configured_port,
     control_file_identifier,
     controldata_identifier,
     directory_port,
     directory_state,
-    dsn_port,
     parse_conf_line,
     parse_int,
+    postmaster_alive,
     running_port,
 )
-from hacontrol.drivers.local import (
-    _postmaster_alive,
-    auto_conf_value,
-    set_auto_conf,
-    split_password,
-)
-from hacontrol.model import NodeSpec
-from hacontrol.rejoin import missing_steps, rejoin
-from hacontrol.switchover import SwitchoverContext, run_switchover
-from hacontrol.testing.local_cluster import free_port
+from hacontrol.io.drivers.local import split_password
+from hacontrol.io.dsn import dsn_port
+from hacontrol.io.procedures.rejoin import missing_steps, rejoin
+from hacontrol.io.procedures.switchover import SwitchoverContext, run_switchover
+from hacontrol.testing.local_node import free_port
 
 SECRET = "s3cr3t-pw"
 
@@ -326,16 +324,16 @@ async def test_switchover_with_unreachable_target_is_not_started() -> None:
 def test_a_killed_or_zombie_postmaster_counts_as_stopped(tmp_path: Path) -> None:
     pidfile = tmp_path / "postmaster.pid"
     pidfile.write_text(f"{os.getpid()}\n/data\n")
-    assert _postmaster_alive(pidfile)
+    assert postmaster_alive(pidfile)
     child = subprocess.Popen(["true"])
     deadline = time.monotonic() + 5
     while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
         assert time.monotonic() < deadline, "no zombie"
         time.sleep(0.01)
     pidfile.write_text(f"{child.pid}\n/data\n")
-    assert not _postmaster_alive(pidfile)  # exited, not reaped yet: a zombie
+    assert not postmaster_alive(pidfile)  # exited, not reaped yet: a zombie
     child.wait()
-    assert not _postmaster_alive(pidfile)  # gone
+    assert not postmaster_alive(pidfile)  # gone
 
 
 # --------------------------------------------------------------------------- identity:
@@ -476,6 +474,7 @@ def test_dsn_port_as_libpq_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dsn_port("host=h") == 6000
     assert dsn_port("service=pg1") is None
     assert dsn_port("host=h port=5432,5433") is None
+    assert dsn_port("host=h port=05433") == 5433  # libpq reads a port in decimal
 
 
 def test_directory_states(tmp_path: Path) -> None:
@@ -736,7 +735,7 @@ class RefusingDriver(NullDriver):
 
 
 async def test_rejoin_ends_at_a_refused_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    import hacontrol.rejoin as rejoin_module
+    import hacontrol.io.procedures.rejoin as rejoin_module
 
     async def no_problem(primary: NodeSpec, connect_timeout: float) -> str:
         return ""
@@ -774,7 +773,7 @@ class StoppedRefusingDriver(RefusingDriver):
 async def test_a_refused_rewind_is_not_followed_by_a_base_backup(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import hacontrol.rejoin as rejoin_module
+    import hacontrol.io.procedures.rejoin as rejoin_module
 
     async def no_problem(*args: object) -> str:
         return ""

@@ -1,6 +1,6 @@
 import time
 
-from hacontrol.hooks import run_hook
+from hacontrol.io.hooks import run_hook
 
 
 async def test_hook_gets_env_and_output() -> None:
@@ -16,3 +16,15 @@ async def test_hook_timeout_kills_the_whole_group() -> None:
     result = await run_hook("(sleep 30; echo late) & wait", {}, 0.3)
     assert result.timed_out and not result.ok
     assert time.monotonic() - started < 5
+
+
+def test_every_hook_environment_comes_from_one_builder() -> None:
+    from hacontrol.core.events import hook_env, role_change_env
+
+    assert role_change_env("pg2", None, 3, "failover") == {
+        "HACONTROL_EVENT": "on_role_change", "HACONTROL_NEW_PRIMARY": "pg2",
+        "HACONTROL_OLD_PRIMARY": "", "HACONTROL_TIMELINE": "3", "HACONTROL_REASON": "failover",
+    }
+    assert hook_env("fence", node="pg1", reason="split brain") == {
+        "HACONTROL_EVENT": "fence", "HACONTROL_NODE": "pg1", "HACONTROL_REASON": "split brain",
+    }

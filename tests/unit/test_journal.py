@@ -9,8 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hacontrol import journal as journal_module
-from hacontrol.journal import SNAPSHOT_KIND, Journal, RecoveredState, parse_since
+from hacontrol.core.recovery import SNAPSHOT_KIND, RecoveredState
+from hacontrol.io import journal as journal_module
+from hacontrol.io.journal import Journal
+from hacontrol.io.journal_lines import parse_since
 
 
 def test_append_is_durable_and_redacted(tmp_path: Path) -> None:

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
-from hacontrol.logs import configure_logging, get_logger, redact_processor
-from hacontrol.model import NodeSpec
+from hacontrol.core.model import NodeSpec
 from hacontrol.redact import (
     MASK,
     dsn_password,
@@ -23,6 +22,7 @@ from hacontrol.redact import (
     redact_text,
     redact_value,
 )
+from hacontrol.service.logs import configure_logging, get_logger, redact_processor
 
 SECRET = "S3cr3t-pw"
 

@@ -7,7 +7,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from hacontrol import __version__
-from hacontrol.metrics import Metrics
+from hacontrol.service.metrics import Metrics
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -148,3 +148,22 @@ def test_paused_maintenance_positions_and_a_blocked_failover_with_its_reason() -
     assert not [k for k in samples(m) if k[0] == "hacontrol_failover_blocked"]
     m.forget("pg2")
     assert value(m, "hacontrol_node_wal_position_bytes", node="pg2") is None
+
+
+def test_slot_series_follow_the_slots_and_vanish_with_them() -> None:
+    m = Metrics()
+    m.slots("pg1", [("hacontrol_pg2", "physical", True, 1024),
+                    ("cdc", "logical", False, None)])
+    assert value(m, "hacontrol_slot_retained_bytes", node="pg1", slot="hacontrol_pg2",
+                 kind="physical") == 1024
+    assert value(m, "hacontrol_slot_active", node="pg1", slot="hacontrol_pg2",
+                 kind="physical") == 1
+    assert value(m, "hacontrol_slot_active", node="pg1", slot="cdc", kind="logical") == 0
+    # Unknown retention is no series, not a made-up zero.
+    assert value(m, "hacontrol_slot_retained_bytes", node="pg1", slot="cdc",
+                 kind="logical") is None
+    m.slots("pg1", [("cdc", "logical", True, 10)])
+    assert value(m, "hacontrol_slot_active", node="pg1", slot="hacontrol_pg2",
+                 kind="physical") is None
+    m.forget("pg1")
+    assert value(m, "hacontrol_slot_active", node="pg1", slot="cdc", kind="logical") is None

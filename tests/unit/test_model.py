@@ -1,4 +1,4 @@
-from hacontrol.model import Observation, Role, format_lsn, parse_lsn
+from hacontrol.core.model import Observation, Role, format_lsn, parse_lsn
 
 
 def test_lsn_round_trip() -> None:

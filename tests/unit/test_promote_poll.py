@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hacontrol import act
+from hacontrol.io import steps as act
 
 
 class FakeConn:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hacontrol.pgconn import SECRET_KEYS
+from hacontrol.io.dsn_params import SECRET_KEYS
 from hacontrol.redact import MASK, is_secret_key, redact_dsn, redact_mapping, redact_text
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hacontrol.sdnotify import Notifier, monotonic_usec
+from hacontrol.service.sdnotify import Notifier, monotonic_usec
 
 
 class Clock:
@@ -104,6 +104,20 @@ def test_reloading_carries_the_monotonic_clock(listener: Listener) -> None:
     assert before <= int(message["MONOTONIC_USEC"]) <= after
     assert not notifier.is_ready
     notifier.ready()
+    assert listener.receive()["READY"] == "1" and notifier.is_ready
+
+
+def test_a_round_during_a_reload_does_not_end_the_reload(listener: Listener) -> None:
+    notifier = Notifier.from_env(listener.env())
+    notifier.round_completed("first round")
+    assert listener.receive()["READY"] == "1"
+    notifier.reloading("reloading configuration")
+    assert listener.receive()["RELOADING"] == "1"
+    # A round completes while the file is still being read: no READY=1 yet.
+    notifier.round_completed("a round during the reload")
+    message = listener.receive()
+    assert "READY" not in message and message["STATUS"] == "a round during the reload"
+    notifier.ready("reloaded")
     assert listener.receive()["READY"] == "1" and notifier.is_ready
 
 

@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from hacontrol.testing.workload import Ack
+from hacontrol.testing.checker import Ack
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The synchronous quorum rules (hacontrol.syncrep): the setting, membership,
+"""The synchronous quorum rules (hacontrol.core.syncrep): the setting, membership,
 degradation, set-change tracking and the N - k + 1 failover rule, plus a property
 test that no acknowledged commit is ever outside what a failover may promote."""
 
@@ -10,26 +10,19 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hacontrol.model import (
-    ClusterView,
-    DecisionSettings,
-    Observation,
-    ReplicationClient,
-    Role,
-)
-from hacontrol.probe import observation_from_row
-from hacontrol.state import ControllerState, NodeHealth, SyncQuorum, initial_state
-from hacontrol.syncrep import (
+from hacontrol.core.model import ClusterView, Observation, ReplicationClient, Role
+from hacontrol.core.settings import DecisionSettings
+from hacontrol.core.standby_names import format_standby_names, parse_standby_names, same_set
+from hacontrol.core.state import ControllerState, NodeHealth, SyncQuorum, initial_state
+from hacontrol.core.sync import (
     covered,
     desired_standbys,
     failover_quorum,
-    format_standby_names,
-    parse_standby_names,
     post_failover_standbys,
     requested,
-    same_set,
     track_in_force,
 )
+from hacontrol.io.probe import observation_from_row
 from tests.unit.test_decide_support import SPECS
 
 NODES = ["pg1", "pg2", "pg3"]

@@ -1,0 +1,1 @@
+"""The ``hacontrol`` command line: commands, API client, rendering, demo and local cluster."""

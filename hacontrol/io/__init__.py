@@ -1,0 +1,1 @@
+"""The edges that talk to PostgreSQL, processes and files."""

@@ -1,0 +1,1 @@
+"""This machine: running programs as another user, finding PostgreSQL's binaries."""

@@ -1,0 +1,1 @@
+"""The long procedures carried out beside the loop: switchover and rejoin."""
