@@ -150,6 +150,7 @@ class Controller:
         self._turn = asyncio.Lock()
         # Background procedures by key ("switchover", "rejoin:NODE").
         self.procedures: dict[str, asyncio.Task[None]] = {}
+        self._settings_task: asyncio.Task[None] | None = None
         self.hooks = HookTasks(self.journal, self._fold_later)
         listen = config.api.listen if config.api.enabled else None
         # With [dcs] the controllers of the scope share the cluster through etcd;
@@ -329,7 +330,7 @@ class Controller:
             record_events(self.journal, decision.events)
             outcomes = await self._carry_out(decision.actions)
             if not self.state.paused and self._may_act():
-                await self.manage_settings(view)
+                self._start_settings(view)
             if self.leader is not None:
                 await commit_facts(self.leader, self.journal)
             self.rounds += 1
@@ -488,7 +489,11 @@ class Controller:
         for key, task in self.procedures.items():
             if key.startswith("slots:") and not task.done():
                 task.cancel()
+        if self._settings_task is not None:
+            self._settings_task.cancel()  # redone at the next start
         tasks = [t for t in self.procedures.values() if not t.done()] + self.hooks.pending()
+        if self._settings_task is not None:
+            tasks.append(self._settings_task)
         if not tasks:
             return
         log.info("waiting_for_procedures", procedures=sorted(self.procedures))
@@ -547,29 +552,42 @@ class Controller:
         """Seconds one rejoin of ``node`` may take at most."""
         return rejoin_bound(self.config, self.context().driver(node))
 
-    async def manage_settings(self, view: ClusterView) -> None:
-        """Keep the managed server settings (receiver/sender timeouts) in place."""
-        wanted = self.config.managed_settings_ms()
-        if not wanted:
-            return
-        for spec in self.specs:
-            obs = view.get(spec.name)
-            prober = self.probers[spec.name]
-            if obs is None or not obs.reachable or not prober.settings_ms:
-                continue
-            if all(prober.settings_ms.get(k) == v for k, v in wanted.items()):
-                continue
-            result = await self.context().guarded(
-                spec.name, act.ensure_settings, spec, wanted, prober.settings_ms,
-                connect_timeout=self.config.timing.probe_timeout,
+    def _start_settings(self, view: ClusterView) -> None:
+        # Beside the loop: a node that hangs on connect (frozen, half-open) would
+        # otherwise hold up the next probe round, and with it failure detection.
+        if self._settings_task is None or self._settings_task.done():
+            self._settings_task = asyncio.create_task(
+                self.manage_settings(view), name="manage-settings"
             )
-            if not result.noop:
-                self.journal.append("settings_managed", node=spec.name, ok=result.ok,
-                                    detail=result.detail)
-                log.info("settings_managed", node=spec.name, ok=result.ok, detail=result.detail)
-            if result.ok:
-                # Do not re-apply every round while the reload takes effect.
-                prober.settings_ms = dict(wanted)
+
+    async def manage_settings(self, view: ClusterView) -> None:
+        """Keep the managed server settings (receiver/sender timeouts) in place on
+        every node at once."""
+        wanted = self.config.managed_settings_ms()
+        if wanted:
+            await asyncio.gather(*(self._manage_node_settings(spec, view, wanted)
+                                   for spec in self.specs))
+
+    async def _manage_node_settings(
+        self, spec: NodeSpec, view: ClusterView, wanted: dict[str, int]
+    ) -> None:
+        obs = view.get(spec.name)
+        prober = self.probers.get(spec.name)
+        if obs is None or not obs.reachable or prober is None or not prober.settings_ms:
+            return
+        if all(prober.settings_ms.get(k) == v for k, v in wanted.items()):
+            return
+        result = await self.context().guarded(
+            spec.name, act.ensure_settings, spec, wanted, prober.settings_ms,
+            connect_timeout=self.config.timing.probe_timeout,
+        )
+        if not result.noop:
+            self.journal.append("settings_managed", node=spec.name, ok=result.ok,
+                                detail=result.detail)
+            log.info("settings_managed", node=spec.name, ok=result.ok, detail=result.detail)
+        if result.ok:
+            # Do not re-apply every round while the reload takes effect.
+            prober.settings_ms = dict(wanted)
 
     # -- reporting
 

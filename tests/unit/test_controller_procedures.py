@@ -13,7 +13,10 @@ import pytest
 
 from hacontrol.config import config_from_mapping
 from hacontrol.core.actions import Action, ActionOutcome, Rejoin
+from hacontrol.core.model import ClusterView, NodeSpec, Observation
 from hacontrol.core.results import OutcomeStatus
+from hacontrol.io.steps import StepResult
+from hacontrol.service import controller as controller_module
 from hacontrol.service.controller import Controller, procedure_key
 from hacontrol.service.executors import ExecutionContext
 
@@ -98,3 +101,38 @@ def test_the_rejoin_bound_covers_every_step(tmp_path: Path) -> None:
     assert controller.rejoin_bound("pg1") == 8 * 60.0 + 2 * 10.0
     with_backup = _controller(tmp_path, timeout=10.0, allow_basebackup=True)
     assert with_backup.rejoin_bound("pg1") == 8 * 60.0 + 2 * 10.0 + 3600.0
+
+
+async def test_managed_settings_run_beside_the_round_one_pass_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that hangs on connect while its settings are applied (frozen, half-open)
+    must not hold up the round: the next probes, and with them failure detection,
+    go on while the settings pass waits."""
+    controller = _controller(tmp_path)
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    async def hanging(spec: NodeSpec, wanted: dict[str, int], seen: dict[str, int], *,
+                      connect_timeout: float) -> StepResult:
+        calls.append(spec.name)
+        if spec.name == "pg1":
+            await release.wait()
+        return StepResult(True, "set", 0.0)
+
+    monkeypatch.setattr(controller_module.act, "ensure_settings", hanging)
+    for prober in controller.probers.values():
+        prober.settings_ms = {"wal_receiver_timeout": 1}
+    view = ClusterView(at=0.0, observations={
+        name: Observation(name, 0.0, True) for name in ("pg1", "pg2", "pg3")
+    })
+    controller._start_settings(view)  # returns at once
+    await asyncio.sleep(0.05)
+    assert sorted(calls) == ["pg1", "pg2", "pg3"]  # every node at once, pg1 still waiting
+    controller._start_settings(view)  # the pass in flight is not doubled
+    await asyncio.sleep(0.05)
+    assert sorted(calls) == ["pg1", "pg2", "pg3"]
+    release.set()
+    await asyncio.wait_for(controller.wait_procedures(), 1)
+    managed = [r["node"] for r in controller.journal.read() if r["kind"] == "settings_managed"]
+    assert sorted(managed) == ["pg1", "pg2", "pg3"]
