@@ -137,6 +137,8 @@ class _Demo:
                 return False
             await asyncio.sleep(0.05)
         self.say(f"controller running in this process; API on http://{self.service.api_address}")
+        self.say(f"dashboard: http://{self.service.api_address}/  (open it in a browser and"
+                 " watch the failover live)")
         return True
 
     def _write_config(self, cluster: LocalCluster) -> Path:

@@ -1,6 +1,7 @@
 """The HTTP API (aiohttp), served from the controller's own event loop.
 
-Reading endpoints (no token): ``GET /health``, ``/status``,
+Reading endpoints (no token): the dashboard at ``GET /`` (hacontrol.service.dashboard),
+``GET /health``, ``/status``,
 ``/history[?limit=N&kind=K&node=N&since=T]``, ``/primary``, ``/metrics``, and
 per-node checks for load balancers,
 ``GET|HEAD /nodes/{name}/primary`` and ``/nodes/{name}/replica[?max_lag=bytes]``
@@ -56,6 +57,7 @@ from hacontrol.service.api_history import (
     takes_history_filters,
 )
 from hacontrol.service.api_input import BadInput, int_param
+from hacontrol.service.dashboard import DashboardFeed, add_dashboard
 
 log = structlog.get_logger("hacontrol.api")
 
@@ -152,7 +154,8 @@ async def _errors(
     except Exception as exc:
         log.error("api_request_failed", path=request.path, error=f"{type(exc).__name__}: {exc}")
         response = _error(500, "internal error; see the controller's log")
-    response.headers["Cache-Control"] = "no-store"
+    if not response.prepared:  # a stream's headers are already sent
+        response.headers["Cache-Control"] = "no-store"
     return response
 
 
@@ -397,11 +400,14 @@ def _command(kind: str) -> Callable[[web.Request], Awaitable[web.Response]]:
 # ---------------------------------------------------------------- app and server
 
 
-def build_app(backend: ApiBackend, token: Token = "") -> web.Application:
+def build_app(
+    backend: ApiBackend, token: Token = "", feed: DashboardFeed | None = None
+) -> web.Application:
     """The aiohttp application; an empty ``token`` refuses every command (403).
 
     ``token`` may be a function returning the current token: it is asked on every
-    command, so a reloaded configuration takes effect without a restart.
+    command, so a reloaded configuration takes effect without a restart. ``feed``
+    drives the dashboard's stream (without one it updates once a second).
     """
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     app[BACKEND] = backend
@@ -426,10 +432,13 @@ def build_app(backend: ApiBackend, token: Token = "") -> web.Application:
     app.router.add_get("/nodes/{name}/replica", _node_replica)
     for kind in COMMANDS:
         app.router.add_post(f"/{kind}", _command(kind))
+    add_dashboard(app, feed or DashboardFeed(), lambda: honest_snapshot(backend.snapshot()))
     return app
 
 
-async def start_api(backend: ApiBackend, listen: str, token: Token) -> web.AppRunner:
+async def start_api(
+    backend: ApiBackend, listen: str, token: Token, feed: DashboardFeed | None = None
+) -> web.AppRunner:
     """Serve the API on exactly ``listen`` (``host:port``) in the running event loop.
 
     Returns the runner: ``runner.addresses`` has the bound address (useful with
@@ -438,7 +447,7 @@ async def start_api(backend: ApiBackend, listen: str, token: Token) -> web.AppRu
     """
     host, port = parse_listen(listen)
     runner = web.AppRunner(
-        build_app(backend, token), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        build_app(backend, token, feed), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
     )
     await runner.setup()
     try:

@@ -83,7 +83,12 @@ from hacontrol.service.reporting import (
     record_step,
     report_broken_invariants,
 )
-from hacontrol.service.snapshot import StatusSnapshot, status_snapshot
+from hacontrol.service.snapshot import (
+    NodeResilience,
+    StatusSnapshot,
+    node_resilience,
+    status_snapshot,
+)
 
 __all__ = ["BACKGROUND", "Controller", "ForeignJournalError", "RoundResult", "procedure_key"]
 
@@ -607,7 +612,14 @@ class Controller:
             last_round_s=self.last_round_s,
             procedures=[k for k in self.procedures if self.running(k)],
             drivers={name: d.describe() for name, d in self.drivers.items()},
+            resilience={name: self._resilience(name) for name in self.breakers},
         )
+
+    def _resilience(self, name: str) -> NodeResilience:
+        policies = self.action_policies.get(name)
+        bulkhead = policies.idempotent.bulkhead if policies is not None else None
+        return node_resilience(self.breakers[name].stats(),
+                               bulkhead.stats() if bulkhead is not None else None)
 
     def snapshot(self) -> dict[str, Any]:
         """:meth:`status` in its JSON form (for status output)."""

@@ -53,6 +53,7 @@ from hacontrol.core.results import OutcomeStatus
 from hacontrol.io.journal import Journal
 from hacontrol.service.api import SubmitResult, bound_address, start_api
 from hacontrol.service.controller import Controller, RoundResult
+from hacontrol.service.dashboard import DashboardFeed
 from hacontrol.service.distributed import controllers_json, standby_refusal
 from hacontrol.service.metrics import Metrics
 from hacontrol.service.policies import promote_wait_s
@@ -203,6 +204,8 @@ class Service:
         self.runner: web.AppRunner | None = None
         self.api_address: str | None = None
         self.round_listeners: list[Callable[[RoundResult], None]] = []
+        self.dashboard = DashboardFeed()
+        self.journal.listeners.append(self.dashboard.record)
         self.started_wall = time.time()
         self._stop: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
@@ -321,6 +324,9 @@ class Service:
         leader = self.controller.leader
         if leader is not None:
             metrics.leadership(leader.leading(), leader.state.dcs_up, leader.state.epoch)
+        self.dashboard.round_done(
+            (name, obs.latency_s, obs.reachable) for name, obs in result.view.observations.items()
+        )
         self.notifier.round_completed(summary_line(snap))
         for listener in list(self.round_listeners):
             listener(result)
@@ -400,6 +406,7 @@ class Service:
             self.config = new
             for name in removed:
                 self.prometheus.forget(name)
+            self.dashboard.latency.keep_only(s.name for s in new.node_specs())
             return True
         finally:
             self.notifier.ready(summary_line(self.controller.status()))
@@ -428,7 +435,8 @@ class Service:
         if self.config.api.enabled:
             try:
                 self.runner = await start_api(
-                    self, self.config.api.listen, lambda: self.config.api.bearer_token()
+                    self, self.config.api.listen, lambda: self.config.api.bearer_token(),
+                    self.dashboard,
                 )
             except OSError as exc:
                 log.error("api_start_failed", listen=self.config.api.listen,

@@ -14,6 +14,7 @@ from typing import Any
 from hacontrol.core.model import ClusterView, NodeSpec, Observation, Role, format_lsn
 from hacontrol.core.state import ControllerState, FailoverBlock
 from hacontrol.redact import redact_dsn, redact_text
+from hacontrol.resilience import BreakerStats, BulkheadStats
 
 
 def node_health(obs: Observation | None, primary: str | None, fenced: frozenset[str]) -> str:
@@ -66,6 +67,39 @@ def slot_rows(obs: Observation | None) -> tuple[SlotRow, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeResilience:
+    """The guards around one node, as the dashboard's resilience panel shows them:
+    its probe breaker over the breaker's window, and its action bulkhead."""
+
+    breaker: str
+    failure_rate: float
+    slow_call_rate: float
+    window_calls: int
+    trips: int
+    bulkhead_active: int
+    bulkhead_queued: int
+    bulkhead_max: int
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``GET /status`` shows it (rates as fractions, 0.0 to 1.0)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def node_resilience(breaker: BreakerStats, bulkhead: BulkheadStats | None) -> NodeResilience:
+    """The resilience panel of a node from its probe breaker's and action bulkhead's stats."""
+    return NodeResilience(
+        breaker=breaker.state.value,
+        failure_rate=round(breaker.failure_rate, 3),
+        slow_call_rate=round(breaker.slow_call_rate, 3),
+        window_calls=breaker.window_calls,
+        trips=breaker.trips,
+        bulkhead_active=bulkhead.active if bulkhead else 0,
+        bulkhead_queued=bulkhead.queued if bulkhead else 0,
+        bulkhead_max=bulkhead.max_concurrent if bulkhead else 0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class NodeRow:
     """One node as status output shows it (fields in the order of its JSON)."""
 
@@ -90,11 +124,13 @@ class NodeRow:
     error: str | None
     probe_ms: float | None
     slots: tuple[SlotRow, ...] = ()
+    resilience: NodeResilience | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The row as ``GET /status`` shows it."""
         row = {f.name: getattr(self, f.name) for f in fields(self)}
         row["slots"] = [s.to_json() for s in self.slots]
+        row["resilience"] = self.resilience.to_json() if self.resilience is not None else None
         return row
 
 
@@ -107,6 +143,7 @@ def node_row(
     maintenance: frozenset[str] = frozenset(),
     breaker: str | None = None,
     lag_bytes: int | None = None,
+    resilience: NodeResilience | None = None,
 ) -> NodeRow:
     """The row of one node (``lag_bytes`` is measured by :func:`view_rows`)."""
     seen = obs if obs is not None and obs.reachable else None
@@ -141,6 +178,7 @@ def node_row(
         error=redact_text(obs.error) if obs and obs.error else None,
         probe_ms=round(obs.latency_s * 1000, 1) if obs and obs.latency_s is not None else None,
         slots=slot_rows(obs),
+        resilience=resilience,
     )
 
 
@@ -157,6 +195,7 @@ def view_rows(
     fenced: frozenset[str] = frozenset(),
     maintenance: frozenset[str] = frozenset(),
     breakers: Mapping[str, str] | None = None,
+    resilience: Mapping[str, NodeResilience] | None = None,
 ) -> tuple[NodeRow, ...]:
     """One row per node, lag in bytes measured against the primary's position."""
     if primary is None:
@@ -176,6 +215,7 @@ def view_rows(
         rows.append(node_row(
             spec, obs, primary=primary, fenced=fenced, maintenance=maintenance,
             breaker=(breakers or {}).get(spec.name), lag_bytes=lag,
+            resilience=(resilience or {}).get(spec.name),
         ))
     return tuple(rows)
 
@@ -253,6 +293,7 @@ def status_snapshot(
     last_round_s: float,
     procedures: Sequence[str] = (),
     drivers: Mapping[str, str] | None = None,
+    resilience: Mapping[str, NodeResilience] | None = None,
 ) -> StatusSnapshot:
     """The snapshot of a controller with this state, latest view and configuration."""
     blocked = state.failover_blocked
@@ -266,7 +307,7 @@ def status_snapshot(
         system_identifier=state.system_identifier,
         nodes=view_rows(
             specs, view or ClusterView(at=0.0), primary=state.primary, fenced=state.fenced,
-            maintenance=state.maintenance, breakers=breakers,
+            maintenance=state.maintenance, breakers=breakers, resilience=resilience,
         ),
         rounds=rounds,
         last_round_ms=round(last_round_s * 1000, 1),

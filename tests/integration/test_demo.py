@@ -9,6 +9,7 @@ import select
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ def test_demo_failover_scenario_prints_a_timeline_and_exits_0() -> None:
     for step in ("killed pg1", "detected:", "confirmed:", "promoted:", "first acknowledged write",
                  "old primary pg1 fenced", "acknowledged writes lost:"):
         assert step in text, f"{step!r} missing:\n{text}"
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ ", text), text
     rto = re.search(r"first acknowledged write on the new primary ([0-9.]+) s", text)
     assert rto is not None and float(rto.group(1)) < 10, text
     # Everything it started is gone.
@@ -66,6 +68,11 @@ def test_interactive_demo_kills_on_k_fences_on_r_and_quits_on_q() -> None:
 
     try:
         until(r"press k", 60)
+        # The printed dashboard serves its page while the demo runs.
+        url = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/) ", seen.decode(errors="replace"))
+        assert url is not None, seen.decode()[-3000:]
+        with urllib.request.urlopen(url.group(1), timeout=10) as page:
+            assert b"/dashboard/dashboard.js" in page.read()
         os.write(fd, b"k")
         until(r"primary (pg2|pg3), mode", 30)
         os.write(fd, b"r")
