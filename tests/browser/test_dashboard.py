@@ -107,6 +107,18 @@ def test_the_dashboard_shows_a_failover_live_and_a_blocked_one_as_blocked(
         assert driver.find_element("id", "connection").text == "live"
         assert driver.find_element("id", "primary").text == "pg1"
         _shot(driver, "dashboard-1280x800.png")
+        # Where no event stream can be had, the page polls /status instead.
+        script = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {
+            "source": "Object.defineProperty(window, 'EventSource', {value: undefined});"})
+        driver.refresh()
+        wait_until(lambda: driver.find_element("id", "connection").text == "polling /status"
+                   and len(_cards(driver)) == 3, 15, "the page polling /status")
+        assert _body(driver, "primary") == "pg1"
+        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
+                               {"identifier": script["identifier"]})
+        driver.refresh()
+        wait_until(lambda: driver.find_element("id", "connection").text == "live"
+                   and len(_cards(driver)) == 3, 15, "the page live again")
         viewport(driver, 390, 844, mobile=True)
         time.sleep(0.3)
         wide = driver.execute_script(
