@@ -9,7 +9,9 @@ since the last update, and the nodes' probe latency over the last minute. The pa
 falls back to polling ``/status`` where the stream cannot be held open.
 
 Nothing here can hold up the controller: a slow client only fills its own socket
-buffer; an update is built once per change and shared by every client.
+buffer (and is dropped after aiohttp-sse's send timeout); the view and latency of
+an update are built once per change and shared by every client, only the records
+a client has not seen yet are its own.
 """
 
 from __future__ import annotations
@@ -87,10 +89,11 @@ class LatencyHistory:
         for name in [n for n in self._samples if n not in wanted]:
             del self._samples[name]
 
-    def to_json(self, now: float, points: int = LATENCY_POINTS) -> dict[str, list[Any]]:
-        """Per node ``[[seconds_ago, ms_or_null], ...]``, oldest first, at most ``points``
-        (evenly thinned; a failure in a thinned stretch is kept, it matters most)."""
-        out: dict[str, list[Any]] = {}
+    def to_json(self, now: float, points: int = LATENCY_POINTS) -> list[dict[str, Any]]:
+        """Per node ``{"node": name, "points": [[seconds_ago, ms_or_null], ...]}``, oldest
+        first, at most ``points`` (evenly thinned; a failure in a thinned stretch is
+        kept, it matters most). A list, not a mapping: node names are data."""
+        out: list[dict[str, Any]] = []
         for node, samples in sorted(self._samples.items()):
             recent = [s for s in samples if s.at >= now - self.window_s]
             step = max(1, -(-len(recent) // points))
@@ -100,7 +103,7 @@ class LatencyHistory:
                 failed = next((s for s in chunk if s.latency_ms is None), None)
                 sample = failed or max(chunk, key=lambda s: s.latency_ms or 0.0)
                 chosen.append([round(now - sample.at, 2), sample.latency_ms])
-            out[node] = chosen
+            out.append({"node": node, "points": chosen})
         return out
 
 
@@ -113,7 +116,10 @@ class DashboardFeed:
         self.records: deque[dict[str, Any]] = deque(maxlen=FEED_RECORDS)
         self.version = 0
         self._changed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        # (version, built at, JSON members): the part of an update every client shares.
+        self._shared: tuple[int, float, str] | None = None
 
     @property
     def closed(self) -> bool:
@@ -128,7 +134,7 @@ class DashboardFeed:
 
     def record(self, record: dict[str, Any]) -> None:
         """A record was journaled (a journal listener)."""
-        self.records.append(record)
+        self.records.append(redact_value(record))
         self._bump()
 
     def close(self) -> None:
@@ -138,10 +144,21 @@ class DashboardFeed:
 
     def _bump(self) -> None:
         self.version += 1
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                # A record journaled from another thread: wake the streams in theirs.
+                loop.call_soon_threadsafe(self._changed.set)
+                return
         self._changed.set()
 
     async def wait(self, seen: int, timeout: float) -> None:
         """Until the feed moved past version ``seen``, it closed, or ``timeout`` passed."""
+        self._loop = asyncio.get_running_loop()
         if self.version != seen or self._closed:
             return
         self._changed.clear()
@@ -152,7 +169,33 @@ class DashboardFeed:
         """The kept records newer than ``seq`` (all of them for None)."""
         if seq is None:
             return list(self.records)
-        return [r for r in self.records if int(r.get("seq") or 0) > seq]
+        return [r for r in self.records if _seq(r) > seq]
+
+    def missed(self, seq: int | None) -> bool:
+        """True when records after ``seq`` were already dropped from the feed (a client
+        that fell that far behind must reload the history)."""
+        return seq is not None and bool(self.records) and _seq(self.records[0]) > seq + 1 \
+            and len(self.records) == self.records.maxlen
+
+    def shared_part(self, status: StatusSource) -> str:
+        """The view and the latency as JSON members, built once per version (at most
+        once per :data:`TICK_S` while nothing changes) for every client."""
+        now = self.clock()
+        cached = self._shared
+        if cached is not None and cached[0] == self.version and now - cached[1] < TICK_S:
+            return cached[2]
+        view = {k: v for k, v in status().items() if k != "events"}
+        text = (
+            '"status":' + json.dumps(redact_value(view), default=str, separators=(",", ":"))
+            + ',"latency":' + json.dumps(self.latency.to_json(now), separators=(",", ":"))
+        )
+        self._shared = (self.version, now, text)
+        return text
+
+
+def _seq(record: dict[str, Any]) -> int:
+    value = record.get("seq")
+    return value if isinstance(value, int) else 0
 
 
 FEED: web.AppKey[DashboardFeed] = web.AppKey("hacontrol_dashboard_feed")
@@ -179,16 +222,12 @@ async def _asset(request: web.Request) -> web.Response:
     return response
 
 
-def update_body(status: dict[str, Any], feed: DashboardFeed, after: int | None) -> str:
-    """One update: the view (without its own event list), new records, latency."""
-    view = {k: v for k, v in status.items() if k != "events"}
-    body = {
-        "at": feed.clock(),
-        "status": view,
-        "records": feed.records_after(after),
-        "latency": feed.latency.to_json(feed.clock()),
-    }
-    return json.dumps(redact_value(body), default=str, separators=(",", ":"))
+def update_body(shared: str, records: list[dict[str, Any]], at: float, gap: bool) -> str:
+    """One update: when, the shared view and latency, this client's new records, and
+    whether records it never got were dropped meanwhile (``gap``)."""
+    fresh = json.dumps(records, default=str, separators=(",", ":"))
+    return f'{{"at":{at!r},{shared},"records":{fresh},"gap":{"true" if gap else "false"}}}'
+
 
 
 async def _stream(request: web.Request) -> EventSourceResponse:
@@ -203,12 +242,16 @@ async def _stream(request: web.Request) -> EventSourceResponse:
             if feed.closed:
                 break
             seen = feed.version
+            # Taken before the send: what is journaled while it waits goes next time.
+            fresh = feed.records_after(last_seq)
+            body = update_body(feed.shared_part(status), fresh, feed.clock(),
+                               feed.missed(last_seq))
             try:
-                await stream.send(update_body(status(), feed, last_seq), event="update")
-            except (ConnectionResetError, ConnectionError):
-                break  # the page went away
-            if feed.records:
-                last_seq = int(feed.records[-1].get("seq") or 0)
+                await stream.send(body, event="update")
+            except (ConnectionError, TimeoutError, RuntimeError):
+                break  # the page went away, or stopped reading for send_timeout
+            if fresh:
+                last_seq = _seq(fresh[-1])
             await asyncio.sleep(PUSH_INTERVAL_S)
     return stream
 

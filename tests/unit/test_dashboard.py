@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from hacontrol.service.api import build_app
 from hacontrol.service.dashboard import (
+    FEED_RECORDS,
     LATENCY_POINTS,
     DashboardFeed,
     LatencyHistory,
@@ -85,8 +86,9 @@ async def test_the_stream_says_hello_then_sends_the_view_and_new_records() -> No
     assert kind == "update"
     update = json.loads(data)
     assert update["status"]["primary"] == "pg1" and "events" not in update["status"]
-    assert [r["seq"] for r in update["records"]] == [5]
-    assert update["latency"]["pg1"][0][1] == 2.0 and update["latency"]["pg2"][0][1] is None
+    assert [r["seq"] for r in update["records"]] == [5] and update["gap"] is False
+    latency = {entry["node"]: entry["points"] for entry in update["latency"]}
+    assert latency["pg1"][0][1] == 2.0 and latency["pg2"][0][1] is None
 
 
 async def test_an_idle_stream_still_updates_every_tick_and_ends_on_shutdown() -> None:
@@ -104,13 +106,47 @@ async def test_an_idle_stream_still_updates_every_tick_and_ends_on_shutdown() ->
         assert asyncio.get_running_loop().time() - started < 3
 
 
-def test_records_after_a_sequence_number() -> None:
+def test_records_after_a_sequence_number_and_a_client_that_fell_behind() -> None:
     feed = DashboardFeed()
     for seq in (1, 2, 3):
         feed.record({"seq": seq, "kind": "k"})
     assert [r["seq"] for r in feed.records_after(None)] == [1, 2, 3]
     assert [r["seq"] for r in feed.records_after(2)] == [3]
     assert feed.records_after(3) == []
+    assert not feed.missed(1)
+    for seq in range(4, FEED_RECORDS + 10):
+        feed.record({"seq": seq, "kind": "k"})
+    assert feed.missed(2) and not feed.missed(FEED_RECORDS)
+
+
+def test_the_shared_part_is_built_once_per_change() -> None:
+    now = [100.0]
+    feed = DashboardFeed(clock=lambda: now[0])
+    calls: list[int] = []
+
+    def status() -> dict[str, Any]:
+        calls.append(1)
+        return {"primary": "pg1", "events": ["left out"]}
+
+    first = feed.shared_part(status)
+    assert feed.shared_part(status) == first and len(calls) == 1
+    assert "left out" not in first
+    feed.round_done([("pg1", 0.001, True)])
+    feed.shared_part(status)
+    assert len(calls) == 2
+    now[0] += 2.0  # idle: rebuilt once a tick
+    feed.shared_part(status)
+    assert len(calls) == 3
+
+
+async def test_a_record_journaled_from_another_thread_wakes_the_stream() -> None:
+    feed = DashboardFeed()
+    waiter = asyncio.create_task(feed.wait(feed.version, 5.0))
+    await asyncio.sleep(0.05)
+    started = asyncio.get_running_loop().time()
+    await asyncio.to_thread(feed.record, {"seq": 1, "kind": "k"})
+    await asyncio.wait_for(waiter, 2.0)
+    assert asyncio.get_running_loop().time() - started < 1.0
 
 
 def test_latency_keeps_a_minute_and_thins_without_losing_failures() -> None:
@@ -119,17 +155,23 @@ def test_latency_keeps_a_minute_and_thins_without_losing_failures() -> None:
         at = 1000.0 + i / 10
         failed = i == 950
         history.record("pg1", None if failed else 0.001 * (1 + i % 3), not failed, at)
-    points = history.to_json(now=1100.0)["pg1"]
+    (entry,) = history.to_json(now=1100.0)
+    assert entry["node"] == "pg1"
+    points = entry["points"]
     assert len(points) <= LATENCY_POINTS
     assert all(0 <= ago <= 60.0 for ago, _ in points)
     assert [ms for _, ms in points].count(None) == 1
     assert max(ms for _, ms in points if ms is not None) == 3.0
     history.keep_only(["pg2"])
-    assert history.to_json(now=1100.0) == {}
+    assert history.to_json(now=1100.0) == []
 
 
-def test_an_update_never_carries_a_password() -> None:
+def test_an_update_never_carries_a_password_and_keeps_node_names() -> None:
     feed = DashboardFeed()
     feed.record({"seq": 1, "kind": "x", "message": "connect to postgresql://u:s3cret@h/db"})
-    body = update_body({"nodes": [{"dsn": "host=h password=s3cret"}]}, feed, None)
+    feed.round_done([("pg-secret1", 0.001, True)])
+    shared = feed.shared_part(lambda: {"nodes": [{"dsn": "host=h password=s3cret"}]})
+    body = update_body(shared, feed.records_after(None), 1.0, False)
     assert "s3cret" not in body
+    update = json.loads(body)
+    assert update["latency"][0]["node"] == "pg-secret1" and update["latency"][0]["points"]

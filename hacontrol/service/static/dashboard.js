@@ -21,6 +21,10 @@
     latency: {},
     polled: {},          // node -> [[wall ms, ms|null]] gathered while polling
     lastStream: 0,
+    streamAt: 0,         // the controller's time of the last stream update applied
+    controller: null,    // which controller process the records come from
+    generation: 0,       // bumped when the records are thrown away
+    polling: false,
     source: null,
     primary: undefined,
     updates: 0,
@@ -78,22 +82,45 @@
     }
   }
 
+  // One journal numbers its records in order (across restarts too): that order,
+  // not the wall clock, which may step.
   function orderedRecords() {
-    return Array.from(model.records.values()).sort(
-      (a, b) => (Number(a.ts) - Number(b.ts)) || (Number(a.seq || 0) - Number(b.seq || 0)));
+    return Array.from(model.records.values()).sort((a, b) => {
+      const bySeq = Number.isInteger(a.seq) && Number.isInteger(b.seq) ? a.seq - b.seq : 0;
+      return bySeq || (Number(a.ts) - Number(b.ts));
+    });
   }
 
+  // Merged into what the stream already brought, never in place of it.
   async function loadHistory() {
+    const generation = model.generation;
     try {
       const response = await fetch(HISTORY_URL, { cache: "no-store" });
       if (!response.ok) return;
       const body = await response.json();
-      model.records = new Map();
+      if (generation !== model.generation) return;  // from before a controller change
       addRecords(body.events);
       render();
     } catch (err) {
       // The stream or the next poll brings the records; nothing to report twice.
     }
+  }
+
+  // Records of another controller process (a restart, or another controller behind
+  // the same address) are not mixed with the ones held: start over from its history.
+  function sameController(status) {
+    const c = status && status.controller;
+    const identity = c ? c.pid + "@" + c.started_at : null;
+    if (identity === model.controller) return true;
+    const first = model.controller === null;
+    model.controller = identity;
+    if (!first) {
+      model.generation += 1;
+      model.records = new Map();
+      model.polled = {};
+      loadHistory();
+    }
+    return first;
   }
 
   function severityOf(r) {
@@ -113,33 +140,69 @@
 
   // ---------------------------------------------------------------- failover steps
 
+  // The latest failover: the newest failover_started (automatic or manual), with
+  // the detection and confirmation before it; or a newer detection still open.
   function failoverSteps(records) {
-    let start = -1;
-    for (let i = records.length - 1; i >= 0; i -= 1) {
-      if (records[i].kind === "primary_failed") { start = i; break; }
+    let started = -1;
+    let failed = -1;
+    for (let i = records.length - 1; i >= 0 && (started < 0 || failed < 0); i -= 1) {
+      if (started < 0 && records[i].kind === "failover_started") started = i;
+      if (failed < 0 && records[i].kind === "primary_failed") failed = i;
     }
-    if (start < 0) return null;
-    const first = records[start];
-    const old = first.node;
+    if (failed > started) {
+      const node = records[failed].node;
+      const recovered = records.slice(failed + 1).some(
+        (r) => r.kind === "primary_recovered" && r.node === node);
+      if (!recovered || started < 0) return openDetection(records, failed, recovered);
+    }
+    return started < 0 ? null : fromStart(records, started);
+  }
+
+  function openDetection(records, index, recovered) {
+    const first = records[index];
     const at = { detected: Number(first.ts) };
-    const result = { old: old, at: at, promoted: null, repointed: 0, failed: null, recovered: false };
-    for (const r of records.slice(start + 1)) {
+    const confirmed = records.slice(index + 1).find(
+      (r) => r.kind === "failure_confirmed" && r.node === first.node);
+    if (confirmed) at.confirmed = Number(confirmed.ts);
+    return { old: first.node, at: at, start: Number(first.ts), promoted: null, repointed: 0,
+             failed: null, recovered: recovered, manual: false };
+  }
+
+  function fromStart(records, index) {
+    const start = records[index];
+    const details = start.details || {};
+    const old = details.old_primary || null;
+    const manual = details.operation === "manual_failover";
+    const at = {};
+    let from = index;
+    for (let i = index - 1; i >= 0 && !manual; i -= 1) {
+      const r = records[i];
+      if (r.kind === "failover_started") break;
+      if (r.kind === "primary_failed" && r.node === old) { from = i; at.detected = Number(r.ts); break; }
+    }
+    for (const r of records.slice(from, index)) {
+      if (r.kind === "failure_confirmed" && r.node === old && at.confirmed === undefined) at.confirmed = Number(r.ts);
+    }
+    const result = { old: old, at: at, start: Number(start.ts), promoted: null, repointed: 0,
+                     failed: null, recovered: false, manual: manual };
+    if (manual) { at.detected = Number(start.ts); at.confirmed = Number(start.ts); }
+    for (const r of records.slice(from)) {
       const ts = Number(r.ts);
-      if (r.kind === "failure_confirmed" && at.confirmed === undefined) at.confirmed = ts;
-      if ((r.kind === "promote_succeeded" || r.kind === "failover_completed") && at.promoted === undefined) {
+      if ((r.kind === "promote_succeeded" || r.kind === "failover_completed") && r.node === start.node && at.promoted === undefined) {
         at.promoted = ts;
         result.promoted = r.node;
       }
-      if (r.kind === "action_finished" && r.action === "Repoint" && r.status === "succeeded") {
+      // The repoints of this failover: those within a minute of its start.
+      if (r.kind === "action_finished" && r.action === "Repoint" && r.status === "succeeded" &&
+          ts >= result.start && ts - result.start < 60) {
         if (at.repointed === undefined) at.repointed = ts;
         result.repointed += 1;
       }
-      const fencedOld = r.node === old && (
+      const fencedOld = old !== null && r.node === old && (
         r.kind === "old_primary_fenced" || r.kind === "node_fenced" ||
         (r.kind === "action_finished" && r.action === "Fence" && r.status === "succeeded"));
       if (fencedOld && at.fenced === undefined) at.fenced = ts;
-      if (r.kind === "failover_failed" || r.kind === "failover_abandoned") result.failed = r;
-      if (r.kind === "primary_recovered" && at.promoted === undefined) result.recovered = true;
+      if ((r.kind === "failover_failed" || r.kind === "failover_abandoned") && at.promoted === undefined) result.failed = r;
     }
     return result;
   }
@@ -155,14 +218,16 @@
       if (done === "no" && steps && steps.failed && name === "promoted") done = "failed";
       li.dataset.done = done;
       const label = li.querySelector(".step-at");
+      const origin = steps && steps.at.detected !== undefined ? steps.at.detected : (steps ? steps.start : 0);
       label.textContent = when === undefined ? "" :
-        (name === "detected" ? clock(when) : "+" + (when - steps.at.detected).toFixed(2) + " s");
+        (name === "detected" ? clock(when) + (steps.manual ? " (manual)" : "") :
+          "+" + (when - origin).toFixed(2) + " s");
       if (name === "repointed" && steps && steps.repointed > 1) label.textContent += " ×" + steps.repointed;
     }
     if (!steps) {
       summary.textContent = "none in the recent history";
     } else if (steps.promoted) {
-      summary.textContent = steps.old + " → " + steps.promoted;
+      summary.textContent = (steps.old || "?") + " → " + steps.promoted + (steps.manual ? " (manual)" : "");
     } else if (steps.failed) {
       summary.textContent = steps.old + ": " + steps.failed.kind.replace(/_/g, " ");
     } else if (steps.recovered) {
@@ -275,7 +340,8 @@
   }
 
   function latencyOf(name) {
-    if (model.latency[name] && Date.now() - model.lastStream < STALE_MS) return model.latency[name];
+    const streamed = model.latency[name];
+    if (Array.isArray(streamed) && Date.now() - model.lastStream < STALE_MS) return streamed;
     const now = Date.now();
     return (model.polled[name] || []).map((p) => [(now - p[0]) / 1000, p[1]]);
   }
@@ -418,9 +484,17 @@
     });
     source.addEventListener("update", (event) => {
       const data = JSON.parse(event.data);
+      // A burst a proxy held back brings nothing newer than what is shown.
+      const same = sameController(data.status);
+      if (same && Number(data.at) < model.streamAt) return;
+      model.streamAt = Number(data.at);
       model.status = data.status;
-      model.latency = data.latency || {};
+      model.latency = {};
+      for (const entry of Array.isArray(data.latency) ? data.latency : []) {
+        if (entry && Array.isArray(entry.points)) model.latency[entry.node] = entry.points;
+      }
       addRecords(data.records);
+      if (data.gap) loadHistory();  // fell behind: records were dropped meanwhile
       model.lastStream = Date.now();
       setConnection("live", "live");
       render();
@@ -434,13 +508,20 @@
     });
   }
 
+  // One poll at a time, each bounded: a hung controller must not pile requests up
+  // (they would take the connections the stream needs to come back).
   async function poll() {
-    if (Date.now() - model.lastStream < STALE_MS) return;
+    if (model.polling || Date.now() - model.lastStream < STALE_MS) return;
+    model.polling = true;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 2 * POLL_MS);
+    const asked = Date.now();
     try {
-      const response = await fetch("/status", { cache: "no-store" });
+      const response = await fetch("/status", { cache: "no-store", signal: abort.signal });
       if (!response.ok) throw new Error("HTTP " + response.status);
       const status = await response.json();
-      if (Date.now() - model.lastStream < STALE_MS) return;  // the stream came back meanwhile
+      if (model.lastStream > asked) return;  // the stream came back meanwhile
+      sameController(status);
       model.status = status;
       addRecords(status.events);
       const now = Date.now();
@@ -453,6 +534,9 @@
       render();
     } catch (err) {
       setConnection("down", "controller unreachable; retrying");
+    } finally {
+      clearTimeout(timer);
+      model.polling = false;
     }
   }
 
