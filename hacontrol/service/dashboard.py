@@ -26,10 +26,13 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import structlog
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from hacontrol.redact import redact_value
+from hacontrol.redact import redact_text, redact_value
+
+log = structlog.get_logger("hacontrol.dashboard")
 
 # Seconds of probe latency the sparklines show, and the points sent per node.
 LATENCY_WINDOW_S = 60.0
@@ -244,8 +247,13 @@ async def _stream(request: web.Request) -> EventSourceResponse:
             seen = feed.version
             # Taken before the send: what is journaled while it waits goes next time.
             fresh = feed.records_after(last_seq)
-            body = update_body(feed.shared_part(status), fresh, feed.clock(),
-                               feed.missed(last_seq))
+            try:
+                body = update_body(feed.shared_part(status), fresh, feed.clock(),
+                                   feed.missed(last_seq))
+            except Exception as exc:  # headers are sent: no error answer is possible now
+                log.error("dashboard_update_failed",
+                          error=f"{type(exc).__name__}: {redact_text(str(exc))}")
+                break
             try:
                 await stream.send(body, event="update")
             except (ConnectionError, TimeoutError, RuntimeError):

@@ -175,3 +175,15 @@ def test_an_update_never_carries_a_password_and_keeps_node_names() -> None:
     assert "s3cret" not in body
     update = json.loads(body)
     assert update["latency"][0]["node"] == "pg-secret1" and update["latency"][0]["points"]
+
+
+async def test_a_failing_view_ends_the_stream_instead_of_breaking_the_response() -> None:
+    backend = FakeBackend()
+    backend.fail = RuntimeError("view broken")
+    async with TestClient(TestServer(build_app(backend))) as client:
+        response = await client.get("/dashboard/stream")
+        assert response.status == 200
+        rest = await asyncio.wait_for(response.content.read(), 5)
+        assert b"event: hello" in rest and b"event: update" not in rest
+        # The API goes on answering.
+        assert (await client.get("/dashboard/dashboard.css")).status == 200
