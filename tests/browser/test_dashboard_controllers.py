@@ -41,6 +41,9 @@ def test_a_standbys_dashboard_shows_the_controllers_and_the_takeover(
             headless_chromium() as driver:
         leader = _one_leader(ctl)
         standby = next(n for n in names if n != leader)
+        wait_until(lambda: (s := ctl.status(standby)) and s["primary"] == "pg1"
+                   and len(s["controllers"]["members"]) == 2, 15,
+                   "the standby's API with both controllers")
         viewport(driver, 1280, 800)
         driver.get(f"http://127.0.0.1:{ctl.ports[standby]}/")
         rows = wait_until(lambda: (r := _rows(driver)) and len(r) == 2 and r, 15,
