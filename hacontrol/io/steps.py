@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -38,6 +38,28 @@ def not_connected(exc: BaseException, started: float) -> StepResult:
     """The failure of a step that could not connect: it changed nothing."""
     return StepResult(False, f"cannot connect: {short_error(exc)}", time.monotonic() - started,
                       attempted=False)
+
+
+async def run_on(
+    spec: NodeSpec, connect_timeout: float,
+    body: Callable[[asyncpg.Connection], Awaitable[str]],
+) -> StepResult:
+    """One connection to ``spec`` for ``body``, whose answer is the step's detail.
+
+    Like every step: a node's trouble is a failed step, never the loop's end (asyncpg
+    raises InternalClientError on a connection a restarting server left half-open).
+    """
+    started = time.monotonic()
+    try:
+        conn = await connect(spec.dsn, connect_timeout)
+    except Exception as exc:
+        return not_connected(exc, started)
+    try:
+        return StepResult(True, await body(conn), time.monotonic() - started)
+    except Exception as exc:
+        return StepResult(False, short_error(exc), time.monotonic() - started)
+    finally:
+        conn.terminate()
 
 
 # The client sessions that hold back replay on a replica: those holding a lock the
@@ -274,69 +296,45 @@ async def fence(spec: NodeSpec, *, connect_timeout: float) -> StepResult:
     fence: a new session can still ``SET SESSION CHARACTERISTICS AS TRANSACTION
     READ WRITE`` and write; see docs/detection.md for what closes that.
     """
-    started = time.monotonic()
-    try:
-        conn = await connect(spec.dsn, connect_timeout)
-    except Exception as exc:
-        return not_connected(exc, started)
-    try:
+
+    async def body(conn: asyncpg.Connection) -> str:
         await conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
         await conn.execute("SELECT pg_reload_conf()")
         terminated = await conn.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
         )
-        return StepResult(
-            True, f"read-only; {terminated} client session(s) ended", time.monotonic() - started
-        )
-    except Exception as exc:
-        return StepResult(False, short_error(exc), time.monotonic() - started)
-    finally:
-        conn.terminate()
+        return f"read-only; {terminated} client session(s) ended"
+
+    return await run_on(spec, connect_timeout, body)
 
 
 async def unfence(spec: NodeSpec, *, connect_timeout: float) -> StepResult:
     """Undo :func:`fence` (used when a switchover is rolled back or a node rejoined)."""
-    started = time.monotonic()
-    try:
-        conn = await connect(spec.dsn, connect_timeout)
-    except Exception as exc:
-        return not_connected(exc, started)
-    try:
+
+    async def body(conn: asyncpg.Connection) -> str:
         await conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
         await conn.execute("SELECT pg_reload_conf()")
-        return StepResult(True, "writable again", time.monotonic() - started)
-    except Exception as exc:
-        return StepResult(False, short_error(exc), time.monotonic() - started)
-    finally:
-        conn.terminate()
+        return "writable again"
+
+    return await run_on(spec, connect_timeout, body)
 
 
 async def ensure_settings(
     spec: NodeSpec, wanted_ms: dict[str, int], seen_ms: dict[str, int], *, connect_timeout: float
 ) -> StepResult:
     """Apply managed server settings (ALTER SYSTEM + reload) where they differ."""
-    started = time.monotonic()
     changes = {k: v for k, v in wanted_ms.items() if seen_ms.get(k) != v}
     if not changes:
         return StepResult(True, "settings already in place", 0.0, noop=True)
-    try:
-        conn = await connect(spec.dsn, connect_timeout)
-    except Exception as exc:
-        return not_connected(exc, started)
-    try:
+
+    async def body(conn: asyncpg.Connection) -> str:
         for name, value in sorted(changes.items()):
             await conn.execute(f"ALTER SYSTEM SET {name} = {int(value)}")
         await conn.execute("SELECT pg_reload_conf()")
-        text = ", ".join(f"{k}={v}ms" for k, v in sorted(changes.items()))
-        return StepResult(True, f"set {text}", time.monotonic() - started)
-    except Exception as exc:
-        # Like every other step: a node's trouble is a failed step, never the loop's
-        # end (asyncpg raises InternalClientError on a connection a restarting server
-        # left half-open).
-        return StepResult(False, short_error(exc), time.monotonic() - started)
-    finally:
-        conn.terminate()
+        return "set " + ", ".join(f"{k}={v}ms" for k, v in sorted(changes.items()))
+
+    return await run_on(spec, connect_timeout, body)
 
 
 # Physical slots reserve WAL at once (from the last checkpoint's redo point, also
@@ -357,19 +355,11 @@ async def set_standby_names(
 ) -> StepResult:
     """ALTER SYSTEM SET synchronous_standby_names = ``value`` and reload (idempotent;
     works on a replica too, where it takes effect once the node is promoted)."""
-    started = time.monotonic()
-    try:
-        conn = await connect(spec.dsn, connect_timeout)
-    except Exception as exc:
-        return not_connected(exc, started)
-    try:
+
+    async def body(conn: asyncpg.Connection) -> str:
         await conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = {literal(value)}")
         await conn.execute("SELECT pg_reload_conf()")
         shown = value or "'' (asynchronous)"
-        return StepResult(
-            True, f"synchronous_standby_names = {shown}", time.monotonic() - started
-        )
-    except Exception as exc:
-        return StepResult(False, short_error(exc), time.monotonic() - started)
-    finally:
-        conn.terminate()
+        return f"synchronous_standby_names = {shown}"
+
+    return await run_on(spec, connect_timeout, body)
