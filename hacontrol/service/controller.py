@@ -494,10 +494,9 @@ class Controller:
         for key, task in self.procedures.items():
             if key.startswith("slots:") and not task.done():
                 task.cancel()
-        if self._settings_task is not None:
-            self._settings_task.cancel()  # redone at the next start
         tasks = [t for t in self.procedures.values() if not t.done()] + self.hooks.pending()
         if self._settings_task is not None:
+            self._settings_task.cancel()  # redone at the next start
             tasks.append(self._settings_task)
         if not tasks:
             return
@@ -604,15 +603,16 @@ class Controller:
 
     def status(self) -> StatusSnapshot:
         """The last round's view, primary, flags, breakers and procedures."""
+        resilience = {name: self._resilience(name) for name in self.breakers}
         return status_snapshot(
             self.state, self.view, self.specs,
             mode=str(self.settings.mode),
-            breakers={name: b.state.value for name, b in self.breakers.items()},
+            breakers={name: r.breaker for name, r in resilience.items()},
             rounds=self.rounds,
             last_round_s=self.last_round_s,
             procedures=[k for k in self.procedures if self.running(k)],
             drivers={name: d.describe() for name, d in self.drivers.items()},
-            resilience={name: self._resilience(name) for name in self.breakers},
+            resilience=resilience,
         )
 
     def _resilience(self, name: str) -> NodeResilience:
