@@ -135,7 +135,11 @@ def test_one_leader_a_standby_refuses_commands_and_sigterm_hands_over_at_once(
             lambda: (s := ctl.status(standby)) and s["primary"] == "pg1" and s, 10,
             "the standby to show the leader's primary")
         assert status["controllers"]["leader"] == leader
-        assert {m["name"] for m in status["controllers"]["members"]} == set(NAMES)
+        # Each controller publishes itself once it has started; a loaded machine may
+        # start the last one a few seconds after the first has taken the term.
+        wait_until(lambda: {m["name"] for m in ((ctl.status(standby) or {}).get(
+            "controllers") or {}).get("members", [])} == set(NAMES), 10,
+            "the standby to list all three controllers")
         shown = subprocess.run(
             [sys.executable, "-m", "hacontrol", "status", "-c", str(tmp_path / f"{standby}.toml")],
             capture_output=True, text=True, timeout=30, check=False,
