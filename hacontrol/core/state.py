@@ -9,7 +9,7 @@ the cluster within a few rounds.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from hacontrol.core.model import NodeSpec
@@ -248,4 +248,20 @@ def initial_state(
         last_failover_at=last_failover_at,
         in_flight=in_flight if in_flight is not None and in_flight.candidate in names else None,
         system_identifier=system_identifier,
+    )
+
+
+def carried_over(state: ControllerState, specs: Iterable[NodeSpec]) -> ControllerState:
+    """``state`` for a new set of nodes: flags, fences and health of the nodes kept."""
+    kept = initial_state(
+        specs,
+        known_primary=state.primary,
+        paused=state.paused,
+        maintenance=state.maintenance,
+        fenced=state.fenced,
+        last_failover_at=state.last_failover_at,
+    )
+    nodes = {n: state.nodes.get(n, h) for n, h in kept.nodes.items()}
+    return replace(
+        state, nodes=nodes, primary=kept.primary, maintenance=kept.maintenance, fenced=kept.fenced
     )

@@ -36,27 +36,24 @@ from hacontrol.core.actions import (
 )
 from hacontrol.core.apply import apply_outcome
 from hacontrol.core.handle import handle_request
-from hacontrol.core.identity import learn_identity
 from hacontrol.core.invariants import check as check_invariants
-from hacontrol.core.model import ClusterView, NodeSpec, Observation
+from hacontrol.core.model import ClusterView, NodeSpec
 from hacontrol.core.requests import Request
 from hacontrol.core.results import OutcomeStatus
 from hacontrol.core.round import decide
-from hacontrol.core.settings import DecisionSettings
-from hacontrol.core.state import ControllerState, initial_state
-from hacontrol.io import steps as act
+from hacontrol.core.state import ControllerState, carried_over
 from hacontrol.io.claim import lock_session_name
 from hacontrol.io.drivers.base import NodeDriver
 from hacontrol.io.journal import Journal
 from hacontrol.io.pg import set_term
-from hacontrol.io.probe import NodeProber
-from hacontrol.io.procedures.rejoin import missing_steps
 from hacontrol.redact import redact_text
-from hacontrol.resilience import BreakerRegistry, CircuitBreaker, Policy
+from hacontrol.resilience import CircuitBreaker
+from hacontrol.service.background import BACKGROUND, Background, procedure_key
 from hacontrol.service.distributed import (
     commit_facts,
     end_older_terms_everywhere,
     followed_state,
+    not_carried_out,
     take_up_term,
 )
 from hacontrol.service.exclusive import ExclusiveGate
@@ -64,38 +61,31 @@ from hacontrol.service.executors import (
     EXECUTORS,
     ExecutionContext,
     Executor,
+    decision_settings,
     rejoin_bound,
 )
+from hacontrol.service.guards import NodeGuards
 from hacontrol.service.hook_tasks import HookTasks
 from hacontrol.service.leader import LeaderLoop
-from hacontrol.service.policies import (
-    ActionPolicies,
-    action_policies,
-    guarded_probe,
-    probe_breaker,
-    probe_policy,
-    promote_wait_s,
+from hacontrol.service.managed_settings import manage_settings
+from hacontrol.service.policies import ActionPolicies, promote_wait_s
+from hacontrol.service.recovery import (
+    ForeignJournalError,
+    check_journal_identity,
+    recover_state,
 )
-from hacontrol.service.recovery import ForeignJournalError, recover_state, refuse_foreign_journal
 from hacontrol.service.reporting import (
-    level,
+    record_action_finished,
+    record_action_started,
     record_events,
     record_step,
     report_broken_invariants,
 )
-from hacontrol.service.snapshot import (
-    NodeResilience,
-    StatusSnapshot,
-    node_resilience,
-    status_snapshot,
-)
+from hacontrol.service.snapshot import StatusSnapshot, status_snapshot
 
 __all__ = ["BACKGROUND", "Controller", "ForeignJournalError", "RoundResult", "procedure_key"]
 
 log = structlog.get_logger("hacontrol")
-
-# Actions that run as background tasks beside the probe loop.
-BACKGROUND = (Switchover, Rejoin, ManageSlots)
 
 ActionBudget = Callable[[ExecutionContext, Action], AbstractContextManager[None]]
 """What the controller enters around each action it carries out (a watchdog budget)."""
@@ -130,17 +120,16 @@ class Controller:
         self.specs: tuple[NodeSpec, ...] = config.node_specs()
         self.by_name = {spec.name: spec for spec in self.specs}
         self.drivers: dict[str, NodeDriver] = config.build_drivers()
-        self.settings = _settings(config, self.drivers)
+        self.settings = decision_settings(config, self.drivers)
         self.journal = journal if journal is not None else Journal(config.journal)
         self._clock = clock
         self.action_budget = action_budget
         # The executor of each action type; a test may swap one entry.
         self.executors: dict[type[Action], Executor] = dict(EXECUTORS)
-        self.breaker_registry = BreakerRegistry()
-        self.probers: dict[str, NodeProber] = {}
-        self.breakers: dict[str, CircuitBreaker] = {}
-        self.probe_policies: dict[str, Policy] = {}
-        self.action_policies: dict[str, ActionPolicies] = {}
+        self.guards = NodeGuards(clock)
+        self.probers = self.guards.probers
+        self.breakers: dict[str, CircuitBreaker] = self.guards.breakers
+        self.action_policies: dict[str, ActionPolicies] = self.guards.action_policies
         for spec in self.specs:
             self._add_node(spec)
         self.state, self._journal_identity = recover_state(
@@ -153,8 +142,9 @@ class Controller:
         # Rounds and operator requests take turns: a request is decided on the
         # state and view of a completed round, never in the middle of one.
         self._turn = asyncio.Lock()
+        self.background = Background(self.journal)
         # Background procedures by key ("switchover", "rejoin:NODE").
-        self.procedures: dict[str, asyncio.Task[None]] = {}
+        self.procedures = self.background.tasks
         self._settings_task: asyncio.Task[None] | None = None
         self.hooks = HookTasks(self.journal, self._fold_later)
         listen = config.api.listen if config.api.enabled else None
@@ -177,42 +167,12 @@ class Controller:
     # -- start-up and reload
 
     def _add_node(self, spec: NodeSpec) -> None:
-        """A prober for ``spec``, and its breakers and policies unless it has them."""
-        timing = self.config.timing
-        self.probers[spec.name] = NodeProber(spec, timing.probe_timeout, self._clock)
-        if spec.name not in self.breakers:
-            self.breakers[spec.name] = probe_breaker(
-                spec.name, probe_interval=timing.probe_interval,
-                probe_timeout=timing.probe_timeout, registry=self.breaker_registry,
-            )
-        if spec.name not in self.action_policies:
-            self.action_policies[spec.name] = action_policies(
-                spec.name, probe_timeout=timing.probe_timeout,
-                promote_wait=promote_wait_s(self.settings), registry=self.breaker_registry,
-            )
-        self.probe_policies[spec.name] = probe_policy(
-            spec.name, self.breakers[spec.name], timing.probe_timeout
-        )
-
-    async def _remove_node(self, name: str) -> None:
-        await self.probers.pop(name).close()
-        self.breakers.pop(name)
-        self.probe_policies.pop(name)
-        self.breaker_registry.unregister(f"probe:{name}")
-        self.breaker_registry.unregister(f"act:{name}")
-        self.action_policies.pop(name)
+        self.guards.add(spec, self.config.timing, promote_wait=promote_wait_s(self.settings))
 
     def _check_journal_identity(self, view: ClusterView) -> None:
-        """Once a majority of the nodes agree on the cluster's identifier, it must be
-        the one the journal was written for (checked once)."""
-        expected = self._journal_identity
-        if expected is None:
-            return
-        seen = learn_identity(view, self.by_name)
-        if seen is None:
-            return
-        self._journal_identity = None
-        refuse_foreign_journal(self.journal, expected, seen)
+        self._journal_identity = check_journal_identity(
+            self.journal, self._journal_identity, view, self.by_name
+        )
 
     async def reload(
         self, config: Config, *, settings_changed: list[str] | None = None
@@ -230,14 +190,14 @@ class Controller:
             new_specs = {spec.name: spec for spec in config.node_specs()}
             for name in sorted(set(old_specs) - set(new_specs)):
                 changes.append(f"node {name} removed")
-                await self._remove_node(name)
+                await self.guards.remove(name)
             self.config = config
             self.specs = config.node_specs()
             self.by_name = new_specs
             self.drivers = config.build_drivers()
             for driver in self.drivers.values():
                 driver.expect_system_identifier(self.state.system_identifier)
-            self.settings = _settings(config, self.drivers)
+            self.settings = decision_settings(config, self.drivers)
             for spec in self.specs:
                 old = old_specs.get(spec.name)
                 if old == spec and spec.name in self.probers:
@@ -247,7 +207,7 @@ class Controller:
                 if spec.name in self.probers:
                     await self.probers[spec.name].close()
                 self._add_node(spec)
-            self.state = _carried_over(self.state, self.specs)
+            self.state = carried_over(self.state, self.specs)
             if self.exclusive is not None:
                 await self.exclusive.set_specs(self.specs)
             self.journal.append("config_reloaded", changes=changes)
@@ -359,8 +319,7 @@ class Controller:
         """A standby's round: its own probes, the leader's facts, no decision."""
         assert self.leader is not None
         set_term(None)
-        for task in self.procedures.values():
-            task.cancel()  # a term that ended takes its procedures with it
+        self.background.cancel()  # a term that ended takes its procedures with it
         self.state = followed_state(self.leader, self.state, self.specs,
                                     pinned=self.config.system_identifier, clock=self._clock)
         self.view = view
@@ -407,7 +366,7 @@ class Controller:
             # Not committed in this term: nothing is carried out, and the core hears
             # that nothing reached a node.
             for action in actions:
-                outcome = _not_carried_out(action, self.leader)
+                outcome = not_carried_out(action, self.leader)
                 outcomes.append(outcome)
                 self._fold(outcome)
             return tuple(outcomes)
@@ -419,7 +378,7 @@ class Controller:
             budget -= 1
             action = queue.pop(0)
             if isinstance(action, BACKGROUND):
-                self._launch(action)
+                self.background.launch(action, self._procedure(action))
                 continue
             outcome = await self.execute(action)
             outcomes.append(outcome)
@@ -439,25 +398,6 @@ class Controller:
             self._fold(outcome)
 
     # -- background procedures
-
-    def _launch(self, action: Switchover | Rejoin | ManageSlots) -> None:
-        key = procedure_key(action)
-        running = self.procedures.get(key)
-        if running is not None and not running.done():
-            # The core never sends a second one while the first runs (in flight /
-            # rejoining); if it did, the first one's outcome still settles the state.
-            self.journal.append("procedure_skipped", key=key, node=action.node,
-                                reason="already running")
-            log.warning("procedure_skipped", key=key, node=action.node)
-            return
-        task = asyncio.create_task(self._procedure(action), name=f"hacontrol:{key}")
-        self.procedures[key] = task
-
-        def forget(done: asyncio.Task[None]) -> None:
-            if self.procedures.get(key) is done:
-                del self.procedures[key]
-
-        task.add_done_callback(forget)
 
     async def _procedure(self, action: Switchover | Rejoin | ManageSlots) -> None:
         """Run one background procedure to its outcome and report it under the turn lock."""
@@ -483,18 +423,14 @@ class Controller:
 
     def running(self, key: str) -> bool:
         """True while the background procedure ``key`` runs."""
-        task = self.procedures.get(key)
-        return task is not None and not task.done()
+        return self.background.running(key)
 
     async def wait_procedures(self) -> None:
         """Wait for the background procedures to end (a stop lets them finish: a
         switchover cut short could leave no writable primary). Cancelled: they are
         cancelled too, and their driver programs killed. Slot work is only cancelled:
         the next leader (or start) redoes it."""
-        for key, task in self.procedures.items():
-            if key.startswith("slots:") and not task.done():
-                task.cancel()
-        tasks = [t for t in self.procedures.values() if not t.done()] + self.hooks.pending()
+        tasks = self.background.to_wait_for() + self.hooks.pending()
         if self._settings_task is not None:
             self._settings_task.cancel()  # redone at the next start
             tasks.append(self._settings_task)
@@ -507,16 +443,9 @@ class Controller:
 
     async def probe_round(self) -> ClusterView:
         """Probe every node in parallel; one Observation each, whatever happens."""
-        names = [s.name for s in self.specs]
-        results = await asyncio.gather(*(self._probe(name) for name in names))
-        return ClusterView(at=self._clock(), observations=dict(zip(names, results, strict=True)))
-
-    async def _probe(self, name: str) -> Observation:
-        heartbeat = (
-            self.config.postgres.heartbeat and name == self.state.primary and self._may_act()
-        )
-        return await guarded_probe(
-            self.probe_policies[name], self.probers[name], heartbeat=heartbeat, clock=self._clock
+        heartbeat = self.config.postgres.heartbeat and self._may_act()
+        return await self.guards.probe_round(
+            self.specs, heartbeat=self.state.primary if heartbeat else None
         )
 
     # -- actions
@@ -536,20 +465,13 @@ class Controller:
 
     async def execute(self, action: Action) -> ActionOutcome:
         """Carry out one action and report what happened. Never raises for node trouble."""
-        name = type(action).__name__
         if self.leader is not None and not self.leader.may_act():
-            return _not_carried_out(action, self.leader)
+            return not_carried_out(action, self.leader)
         ctx = self.context()
         with self.action_budget(ctx, action):
-            self.journal.append("action_started", action=name, node=action.node,
-                                reason=action.reason)
-            log.info("action_started", action=name, node=action.node, reason=action.reason)
+            record_action_started(self.journal, action)
             outcome = await self.executors[type(action)](ctx, action)
-            self.journal.append("action_finished", action=name, node=action.node,
-                                status=str(outcome.status), detail=outcome.detail)
-            failed = outcome.status is not OutcomeStatus.SUCCEEDED
-            log.log(level("error" if failed else "info"), "action_finished", action=name,
-                    node=action.node, status=str(outcome.status), detail=outcome.detail)
+            record_action_finished(self.journal, action, outcome)
             return outcome
 
     def rejoin_bound(self, node: str) -> float:
@@ -567,106 +489,33 @@ class Controller:
     async def manage_settings(self, view: ClusterView) -> None:
         """Keep the managed server settings (receiver/sender timeouts) in place on
         every node at once."""
-        wanted = self.config.managed_settings_ms()
-        if wanted:
-            await asyncio.gather(*(self._manage_node_settings(spec, view, wanted)
-                                   for spec in self.specs))
-
-    async def _manage_node_settings(
-        self, spec: NodeSpec, view: ClusterView, wanted: dict[str, int]
-    ) -> None:
-        obs = view.get(spec.name)
-        prober = self.probers.get(spec.name)
-        if obs is None or not obs.reachable or prober is None or not prober.settings_ms:
-            return
-        if all(prober.settings_ms.get(k) == v for k, v in wanted.items()):
-            return
-        result = await self.context().guarded(
-            spec.name, act.ensure_settings, spec, wanted, prober.settings_ms,
-            connect_timeout=self.config.timing.probe_timeout,
-        )
-        if not result.noop:
-            self.journal.append("settings_managed", node=spec.name, ok=result.ok,
-                                detail=result.detail)
-            log.info("settings_managed", node=spec.name, ok=result.ok, detail=result.detail)
-        if result.ok:
-            # Do not re-apply every round while the reload takes effect.
-            prober.settings_ms = dict(wanted)
+        await manage_settings(self.context(), self.specs, view, self.probers,
+                              timeout=self.config.timing.probe_timeout)
 
     # -- reporting
 
     async def close(self) -> None:
         """Close every probe connection and give the cluster's lock up."""
-        await asyncio.gather(*(p.close() for p in self.probers.values()), return_exceptions=True)
+        await self.guards.close()
         if self.exclusive is not None:
             await self.exclusive.close()
 
     def status(self) -> StatusSnapshot:
         """The last round's view, primary, flags, breakers and procedures."""
-        resilience = {name: self._resilience(name) for name in self.breakers}
+        resilience = {name: self.guards.resilience(name) for name in self.breakers}
         return status_snapshot(
             self.state, self.view, self.specs,
             mode=str(self.settings.mode),
             breakers={name: r.breaker for name, r in resilience.items()},
             rounds=self.rounds,
             last_round_s=self.last_round_s,
-            procedures=[k for k in self.procedures if self.running(k)],
+            procedures=self.background.keys(),
             drivers={name: d.describe() for name, d in self.drivers.items()},
             resilience=resilience,
         )
-
-    def _resilience(self, name: str) -> NodeResilience:
-        policies = self.action_policies.get(name)
-        bulkhead = policies.idempotent.bulkhead if policies is not None else None
-        return node_resilience(self.breakers[name].stats(),
-                               bulkhead.stats() if bulkhead is not None else None)
 
     def snapshot(self) -> dict[str, Any]:
         """:meth:`status` in its JSON form (for status output)."""
         return self.status().to_json()
 
 
-def procedure_key(action: Switchover | Rejoin | ManageSlots) -> str:
-    """The key of a background procedure: one switchover, one rejoin per node."""
-    if isinstance(action, ManageSlots):
-        return f"slots:{action.node}"
-    return "switchover" if isinstance(action, Switchover) else f"rejoin:{action.node}"
-
-
-def _settings(config: Config, drivers: dict[str, NodeDriver]) -> DecisionSettings:
-    """The core's settings, with the nodes whose driver can run a rejoin."""
-    allow = config.rejoin.allow_basebackup
-    capable = frozenset(
-        name for name, d in drivers.items() if not missing_steps(d, allow_basebackup=allow)
-    )
-    return replace(
-        config.decision_settings(),
-        rejoin_nodes=capable,
-        system_identifier=config.system_identifier,
-    )
-
-
-def _carried_over(state: ControllerState, specs: tuple[NodeSpec, ...]) -> ControllerState:
-    """``state`` for a new set of nodes: flags, fences and health of the nodes kept."""
-    kept = initial_state(
-        specs,
-        known_primary=state.primary,
-        paused=state.paused,
-        maintenance=state.maintenance,
-        fenced=state.fenced,
-        last_failover_at=state.last_failover_at,
-    )
-    nodes = {n: state.nodes.get(n, h) for n, h in kept.nodes.items()}
-    return replace(
-        state, nodes=nodes, primary=kept.primary, maintenance=kept.maintenance, fenced=kept.fenced
-    )
-
-
-def _not_carried_out(action: Action, leader: LeaderLoop) -> ActionOutcome:
-    who = leader.leader_name()
-    detail = (
-        "not carried out: this controller is not the leader"
-        + (f" ({who} is)" if who and who != leader.name else "")
-        + f"; etcd: {leader.detail}"
-    )
-    return ActionOutcome(action, OutcomeStatus.FAILED, detail, attempted=False)

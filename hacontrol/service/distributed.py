@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from hacontrol.core.actions import Action
+from hacontrol.core.actions import Action, ActionOutcome
 from hacontrol.core.model import NodeSpec
 from hacontrol.core.recovery import SNAPSHOT_KIND, from_snapshot, restart_state, to_snapshot
+from hacontrol.core.results import OutcomeStatus
 from hacontrol.core.state import ControllerState
 from hacontrol.io.journal import Journal
 from hacontrol.io.terms import end_older_terms
@@ -28,6 +29,7 @@ __all__ = [
     "end_older_terms_everywhere",
     "followed_state",
     "intent_of",
+    "not_carried_out",
     "standby_refusal",
     "take_up_term",
 ]
@@ -164,3 +166,14 @@ async def end_older_terms_everywhere(
     journal.append("older_terms_ended", epoch=epoch,
                    nodes={s.name: detail for s, (_, detail) in zip(specs, results, strict=True)})
 
+
+def not_carried_out(action: Action, leader: LeaderLoop) -> ActionOutcome:
+    """The outcome of an action a controller that is not (or no longer) the leader
+    holds back: nothing reached a node."""
+    who = leader.leader_name()
+    detail = (
+        "not carried out: this controller is not the leader"
+        + (f" ({who} is)" if who and who != leader.name else "")
+        + f"; etcd: {leader.detail}"
+    )
+    return ActionOutcome(action, OutcomeStatus.FAILED, detail, attempted=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
 from hacontrol.config import Config
@@ -39,7 +39,7 @@ from hacontrol.io import steps as act
 from hacontrol.io.drivers.base import NodeDriver, NullDriver, Step
 from hacontrol.io.hooks import HookResult, run_hook
 from hacontrol.io.journal import Journal
-from hacontrol.io.procedures.rejoin import Record, rejoin
+from hacontrol.io.procedures.rejoin import Record, missing_steps, rejoin
 from hacontrol.io.procedures.switchover import SwitchoverContext, run_switchover
 from hacontrol.redact import redact_text
 from hacontrol.service.hook_tasks import HookTasks
@@ -338,3 +338,16 @@ EXECUTORS: dict[type[Action], Executor] = dict((
     _entry(ManageSlots, manage_slots),
 ))
 """The executor of every action type."""
+
+
+def decision_settings(config: Config, drivers: Mapping[str, NodeDriver]) -> DecisionSettings:
+    """The core's settings, with the nodes whose driver can run a rejoin."""
+    allow = config.rejoin.allow_basebackup
+    capable = frozenset(
+        name for name, d in drivers.items() if not missing_steps(d, allow_basebackup=allow)
+    )
+    return replace(
+        config.decision_settings(),
+        rejoin_nodes=capable,
+        system_identifier=config.system_identifier,
+    )

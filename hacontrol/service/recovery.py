@@ -4,11 +4,12 @@ belongs to this cluster."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 
-from hacontrol.core.model import NodeSpec
+from hacontrol.core.identity import learn_identity
+from hacontrol.core.model import ClusterView, NodeSpec
 from hacontrol.core.recovery import restart_state
 from hacontrol.core.state import ControllerState
 from hacontrol.io.journal import Journal
@@ -76,3 +77,18 @@ def refuse_foreign_journal(journal: Journal, expected: int, seen: int) -> None:
             f" identifier {expected}, but the nodes report {seen}: give this cluster its"
             " own journal path (or move the old journal away)"
         )
+
+
+def check_journal_identity(
+    journal: Journal, expected: int | None, view: ClusterView, names: Iterable[str]
+) -> int | None:
+    """Once a majority of the nodes agree on the cluster's identifier, it must be
+    ``expected``, the one the journal was written for. Returns what is still to be
+    checked: ``expected`` until a majority agrees, then None (checked once)."""
+    if expected is None:
+        return None
+    seen = learn_identity(view, names)
+    if seen is None:
+        return expected
+    refuse_foreign_journal(journal, expected, seen)
+    return None

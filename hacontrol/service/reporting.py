@@ -7,7 +7,9 @@ from typing import Any
 
 import structlog
 
+from hacontrol.core.actions import Action, ActionOutcome
 from hacontrol.core.events import Event, Severity
+from hacontrol.core.results import OutcomeStatus
 from hacontrol.io.journal import Journal
 
 log = structlog.get_logger("hacontrol")
@@ -70,3 +72,20 @@ def report_broken_invariants(
                        broken=list(now))
         log.critical("invariant_broken", message=message)
     return now
+
+
+def record_action_started(journal: Journal, action: Action) -> None:
+    """Journal and log that ``action`` is being carried out, and why."""
+    name = type(action).__name__
+    journal.append("action_started", action=name, node=action.node, reason=action.reason)
+    log.info("action_started", action=name, node=action.node, reason=action.reason)
+
+
+def record_action_finished(journal: Journal, action: Action, outcome: ActionOutcome) -> None:
+    """Journal and log how ``action`` ended (an error unless it succeeded)."""
+    name, node = type(action).__name__, action.node
+    journal.append("action_finished", action=name, node=node, status=str(outcome.status),
+                   detail=outcome.detail)
+    failed = outcome.status is not OutcomeStatus.SUCCEEDED
+    log.log(level("error" if failed else "info"), "action_finished", action=name, node=node,
+            status=str(outcome.status), detail=outcome.detail)

@@ -15,8 +15,8 @@ from hacontrol.config import config_from_mapping
 from hacontrol.core.actions import Action, ActionOutcome, Rejoin
 from hacontrol.core.model import ClusterView, NodeSpec, Observation
 from hacontrol.core.results import OutcomeStatus
+from hacontrol.io import steps
 from hacontrol.io.steps import StepResult
-from hacontrol.service import controller as controller_module
 from hacontrol.service.controller import Controller, procedure_key
 from hacontrol.service.executors import ExecutionContext
 
@@ -120,7 +120,7 @@ async def test_managed_settings_run_beside_the_round_one_pass_at_a_time(
             await release.wait()
         return StepResult(True, "set", 0.0)
 
-    monkeypatch.setattr(controller_module.act, "ensure_settings", hanging)
+    monkeypatch.setattr(steps, "ensure_settings", hanging)
     for prober in controller.probers.values():
         prober.settings_ms = {"wal_receiver_timeout": 1}
     view = ClusterView(at=0.0, observations={
