@@ -6,14 +6,8 @@ and `asyncio.CancelledError` is never counted as a failure, retried or swallowed
 """
 
 from .backoff import Backoff, BackoffKind, JitterKind, jittered
-from .breaker import (
-    BreakerRegistry,
-    BreakerStats,
-    CircuitBreaker,
-    Listener,
-    State,
-    default_registry,
-)
+from .breaker import BreakerRegistry, CircuitBreaker, Listener, default_registry
+from .breaker_state import BreakerStats, State
 from .bulkhead import Bulkhead, BulkheadStats
 from .clock import Clock, ManualClock, Sleep
 from .errors import (

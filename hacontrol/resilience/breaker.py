@@ -13,15 +13,14 @@ neither close a breaker that re-opened nor free a trial slot of a newer half-ope
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from ._tasks import get_running_loop, task_on
+from .breaker_state import BreakerStats, State
 from .clock import Clock, monotonic
 from .errors import CircuitOpenError
 from .window import FAILURE, SLOW, CountWindow, TimeWindow
@@ -30,16 +29,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-
-class State(enum.Enum):
-    """Breaker states."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-    FORCED_OPEN = "forced_open"
-    DISABLED = "disabled"
 
 
 _CLOSED = State.CLOSED
@@ -54,27 +43,6 @@ _FAIL = FAILURE
 _IGNORE = -1
 
 Listener = Callable[["CircuitBreaker", State, State], None]
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerStats:
-    """A snapshot of one breaker. `since` and `open_until` are monotonic timestamps."""
-
-    name: str
-    state: State
-    since: float
-    calls: int
-    successes: int
-    failures: int
-    slow_calls: int
-    rejections: int
-    ignored: int
-    window_calls: int
-    failure_rate: float
-    slow_call_rate: float
-    consecutive_failures: int
-    trips: int
-    open_until: float | None
 
 
 class BreakerRegistry:

@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from .breaker import BreakerRegistry, BreakerStats, CircuitBreaker, default_registry
+from .breaker import BreakerRegistry, CircuitBreaker, default_registry
+from .breaker_state import BreakerStats
 from .bulkhead import Bulkhead, BulkheadStats
 from .retry import Retry, RetryStats
 from .timeout import Timeout
