@@ -19,11 +19,9 @@ watchdog process if the harness is killed outright.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,6 +40,7 @@ from hacontrol.testing.cluster_queries import (
     ClusterQueries,
     QueryableNode,
 )
+from hacontrol.testing.deadman import DeadManSwitch
 from hacontrol.testing.docker_members import API_PORT as API_PORT
 from hacontrol.testing.docker_members import PG_PORT as PG_PORT
 from hacontrol.testing.docker_members import DockerController as DockerController
@@ -129,7 +128,7 @@ class DockerCluster(ClusterQueries):
         self._nodes: dict[str, DockerNode] = {}
         self._network: Network | None = None
         self._controller: DockerController | None = None
-        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._watchdog: DeadManSwitch | None = None
         self._lock = threading.Lock()
         self._closed = False
         self.startup_seconds: float | None = None
@@ -303,34 +302,16 @@ class DockerCluster(ClusterQueries):
         cli = shutil.which("docker")
         if cli is None:
             return
-        self._watchdog = subprocess.Popen(
-            ["/bin/sh", "-c", self._WATCHDOG, "sh", cli],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self._watchdog = DeadManSwitch(self._WATCHDOG, cli)
 
     def _watch(self, line: str) -> None:
-        dog = self._watchdog
-        if dog is not None and dog.stdin is not None:
-            with contextlib.suppress(OSError):
-                dog.stdin.write(line.encode() + b"\n")
-                dog.stdin.flush()
+        if self._watchdog is not None:
+            self._watchdog.say(line)
 
     def _stop_watchdog(self) -> None:
         dog, self._watchdog = self._watchdog, None
-        if dog is None:
-            return
-        if dog.stdin is not None:
-            with contextlib.suppress(OSError):
-                dog.stdin.write(b"done\n")
-                dog.stdin.close()
-        try:
-            dog.wait(5)
-        except subprocess.TimeoutExpired:
-            dog.kill()
-            dog.wait(5)
+        if dog is not None:
+            dog.release(last="done")
 
     def __enter__(self) -> DockerCluster:
         return self.start()

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,6 +41,7 @@ from hacontrol.testing import processes
 from hacontrol.testing.cluster_config import controller_toml
 from hacontrol.testing.cluster_queries import ClusterError as ClusterError
 from hacontrol.testing.cluster_queries import ClusterQueries
+from hacontrol.testing.deadman import DeadManSwitch
 from hacontrol.testing.local_node import DEFAULT_SETTINGS, NODE_CONF, conf_quote, port_in_use
 from hacontrol.testing.local_node import HOST as HOST
 from hacontrol.testing.local_node import Node as Node
@@ -88,7 +88,7 @@ class LocalCluster(ClusterQueries):
         self._nodes: dict[str, Node] = {}
         self._base: Path | None = None
         self._owns_dir = False
-        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._watchdog: DeadManSwitch | None = None
         self._lock = threading.Lock()
         self._closed = False
         self.started_pids: set[int] = set()
@@ -378,26 +378,12 @@ class LocalCluster(ClusterQueries):
         # directory; after a normal close() the state file is gone and it just exits.
         state = self.base_dir / STATE_FILE
         script = 'read _ignored; [ -e "$1" ] && exec "$2" -m hacontrol.testing.reaper "$3"'
-        self._watchdog = subprocess.Popen(
-            ["/bin/sh", "-c", script, "sh", str(state), sys.executable, str(self.base_dir)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self._watchdog = DeadManSwitch(script, str(state), sys.executable, str(self.base_dir))
 
     def _stop_watchdog(self) -> None:
         dog, self._watchdog = self._watchdog, None
-        if dog is None:
-            return
-        if dog.stdin is not None:
-            with contextlib.suppress(OSError):
-                dog.stdin.close()
-        try:
-            dog.wait(5)
-        except subprocess.TimeoutExpired:
-            dog.kill()
-            dog.wait(5)
+        if dog is not None:
+            dog.release()
 
     def _record_pid(self, node: Node, pid: int) -> None:
         self.started_pids.add(pid)

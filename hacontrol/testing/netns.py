@@ -33,6 +33,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hacontrol.testing.deadman import DeadManSwitch
+
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = Path("/run/netns")
 STATE_DIR = Path("/run")
@@ -226,7 +228,7 @@ class NetLab:
         self.members: dict[str, Namespace] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._watchdog: DeadManSwitch | None = None
         tools = iptables_commands()
         self.iptables: tuple[str, str] = tools or ("iptables", "iptables-restore")
 
@@ -344,24 +346,12 @@ class NetLab:
         # When this process dies the pipe closes, `read` returns and the cleanup runs;
         # after close() the state file is gone and the watchdog just exits.
         script = 'read _ignored; [ -e "$1" ] && exec "$2" -m hacontrol.testing.netns cleanup "$1"'
-        self._watchdog = subprocess.Popen(
-            ["/bin/sh", "-c", script, "sh", str(self.state_path), sys.executable],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self._watchdog = DeadManSwitch(script, str(self.state_path), sys.executable)
 
     def _stop_watchdog(self) -> None:
         dog, self._watchdog = self._watchdog, None
-        if dog is None:
-            return
-        if dog.stdin is not None:
-            with contextlib.suppress(OSError):
-                dog.stdin.close()
-        try:
-            dog.wait(10)
-        except subprocess.TimeoutExpired:
-            dog.kill()
-            dog.wait(5)
+        if dog is not None:
+            dog.release(wait_s=10)
 
 
 def remove(namespaces: Sequence[str], veths: Sequence[str]) -> None:
