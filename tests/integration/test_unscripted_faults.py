@@ -232,7 +232,8 @@ def _reporting_transaction(cluster: LocalCluster, name: str) -> Iterator[psycopg
         "defaults",
         pytest.param("standby_delay_unlimited", marks=pytest.mark.extended),
         pytest.param("cooldown_60", marks=pytest.mark.extended),
-        "held_back_only_candidate",
+        # The slowest test of the core suite (about 17 s): run with the others above.
+        pytest.param("held_back_only_candidate", marks=pytest.mark.extended),
     ],
 )
 def test_replay_conflict_on_the_replica_with_the_most_wal(
