@@ -11,7 +11,8 @@ import pytest
 from hacontrol.testing import LocalCluster
 from tests.integration.support import ControllerThread, kinds, make_config, wait_until, watching
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+# Extended: the hook sleeps 8 s by design (the old primary must wake during it).
+pytestmark = [pytest.mark.integration, pytest.mark.extended, pytest.mark.timeout(120)]
 
 HOOK_S = 8.0
 

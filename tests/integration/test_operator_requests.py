@@ -106,7 +106,12 @@ def test_manual_mode_refusals_then_failover_to_pg3(cluster: LocalCluster, tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("forced", "override"), [("pg2", "priority 0"), ("pg3", "behind")], ids=["priority0", "lag"]
+    ("forced", "override"),
+    [
+        # A slower variant: the same refusal and override path, on the other rule.
+        pytest.param("pg2", "priority 0", id="priority0", marks=pytest.mark.extended),
+        pytest.param("pg3", "behind", id="lag"),
+    ],
 )
 def test_refused_candidates_and_forced_failover(
     cluster: LocalCluster, tmp_path: Path, forced: str, override: str

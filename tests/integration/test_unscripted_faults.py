@@ -115,6 +115,7 @@ def _stray_promotion_facts(
 
 
 @pytest.mark.timeout(150)
+@pytest.mark.extended  # the quorum variant of test_stray_promote_of_a_lagging_replica_async
 def test_stray_promote_of_a_lagging_replica_in_maintenance_quorum_mode(
     cluster_sync: LocalCluster, tmp_path: Path
 ) -> None:
