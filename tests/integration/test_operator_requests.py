@@ -108,7 +108,8 @@ def test_manual_mode_refusals_then_failover_to_pg3(cluster: LocalCluster, tmp_pa
 @pytest.mark.parametrize(
     ("forced", "override"),
     [
-        # A slower variant: the same refusal and override path, on the other rule.
+        # The same refusal and override path as "lag", on the other rule (the core
+        # suite keeps priority 0 itself: test_priority_zero_is_never_promoted).
         pytest.param("pg2", "priority 0", id="priority0", marks=pytest.mark.extended),
         pytest.param("pg3", "behind", id="lag"),
     ],

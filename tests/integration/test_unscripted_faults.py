@@ -233,7 +233,7 @@ def _reporting_transaction(cluster: LocalCluster, name: str) -> Iterator[psycopg
         "defaults",
         pytest.param("standby_delay_unlimited", marks=pytest.mark.extended),
         pytest.param("cooldown_60", marks=pytest.mark.extended),
-        # The slowest test of the core suite (about 17 s): run with the others above.
+        # About 17 s, the slowest of the four: extended like the two above.
         pytest.param("held_back_only_candidate", marks=pytest.mark.extended),
     ],
 )
